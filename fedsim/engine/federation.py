@@ -1,0 +1,218 @@
+"""The round engine: broadcast, E local steps per client under vmap, weighted aggregation.
+
+A learning problem plugs in as a `Task` (three pure per-client functions); an algorithm is a
+`Federation` (how a round starts, steps and aggregates). A round is a pure function
+
+    (state, client data, weights, run key, round index, step sizes) -> (state, metrics)
+
+and a run is `lax.scan` of rounds (`make_run`), so a whole run jits to one program and runs
+over seeds or grids are `vmap`s of it (the PureJaxRL pattern). Everything with a leading
+client axis K (data, private state, the parameters each client holds) is only ever mapped
+over or contracted over axis 0.
+
+Algorithms, all FedRLHF-shaped (Fan et al. 2025, Alg. 1), differing in three choices:
+
+  fedavg       start from the global parameters; E local steps; server takes the weighted
+               average (FedAvg, McMahan et al. 2017), optionally through an optax server
+               optimiser on the pseudo-gradient theta - avg (Reddi et al. 2021, FedOpt).
+  centralized  one learner on the pooled objective: each of its E steps per round uses the
+               weighted average of the clients' directions at the same parameters, so it
+               sees the same samples as fedavg (with K = 1 the two coincide).
+  local        every client keeps its own parameters (no aggregation); the global
+               parameters are the weighted average, for monitoring only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fedsim.engine import keys as K_
+from fedsim.engine.aggregation import participant_weights, sample_participants, weighted_sum
+from fedsim.errors import check_choice, check_int, require
+
+ALGORITHMS = ("fedavg", "centralized", "local")
+
+Params = Any
+Private = Any
+ClientData = Any
+
+
+class Task(NamedTuple):
+    """A federated learning problem, as per-client pure functions (the engine vmaps them).
+
+    init_private(data_k, key) -> private_k
+        State that stays on client k forever: local reward models, personal parameters,
+        optimiser moments. The engine never aggregates or broadcasts it.
+    direction(params, private_k, data_k, key) -> (update direction, private_k)
+        The ascent direction of client k's local objective at `params` (an exact or
+        stochastic gradient, a Q-learning target step, ...); the local step is
+        params + eta_t * direction.
+    evaluate(global_params, client_params, data, weights) -> {name: array}
+        Metrics of a round, given the global parameters, the (K, ...) parameters each
+        client holds and all clients' data; called once per round, outside the vmap.
+    """
+
+    init_private: Callable[[ClientData, jax.Array], Private]
+    direction: Callable[[Params, Private, ClientData, jax.Array], tuple[Params, Private]]
+    evaluate: Callable[[Params, Params, ClientData, jax.Array], dict]
+
+
+@dataclass(frozen=True)
+class Federation:
+    """How rounds run. `participants` (m) of K clients take part each round (None: all)."""
+
+    algorithm: str = "fedavg"
+    local_steps: int = 1
+    participants: int | None = None
+    server_optimizer: optax.GradientTransformation | None = None
+
+    def validate(self, num_clients: int) -> "Federation":
+        check_choice("algorithm", self.algorithm, ALGORITHMS)
+        check_int("local_steps (E)", self.local_steps, 1)
+        if self.participants is not None:
+            check_int("participants (m)", self.participants, 1, num_clients)
+        require(self.server_optimizer is None or self.algorithm != "local", "server_opt",
+                "set", "must be none with the local algorithm (there is no aggregation)")
+        return self
+
+    def num_participants(self, num_clients: int) -> int:
+        return num_clients if self.participants is None else self.participants
+
+
+class FedState(NamedTuple):
+    params: Params            # global parameters
+    server_opt_state: Any     # () without a server optimiser
+    client_params: Params     # (K, ...) the parameters each client last held
+    private: Private          # (K, ...) never leaves the client
+    nonfinite_round: jax.Array  # first round with non-finite parameters or metrics, -1 if none
+
+
+def init_state(task: Task, fed: Federation, params0, data, run_key) -> FedState:
+    num_clients = jax.tree.leaves(data)[0].shape[0]
+    init_keys = jax.vmap(lambda k: K_.client_init_key(run_key, k))(jnp.arange(num_clients))
+    private = jax.vmap(task.init_private)(data, init_keys)
+    client_params = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_clients,) + x.shape), params0)
+    opt_state = fed.server_optimizer.init(params0) if fed.server_optimizer else ()
+    return FedState(params0, opt_state, client_params, private, jnp.asarray(-1, jnp.int32))
+
+
+def _ascend(params, direction, lr):
+    return jax.tree.map(lambda p, d: p + lr.astype(p.dtype) * d, params, direction)
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def make_round(task: Task, fed: Federation):
+    """The round function (pure, jittable); see the module docstring for the algorithms."""
+    E = fed.local_steps
+
+    def local_training(params, private, data, key, lrs):
+        def step(carry, xs):
+            params, private = carry
+            e, lr = xs
+            direction, private = task.direction(params, private, data, K_.client_step_key(key, e))
+            return (_ascend(params, direction, lr), private), None
+
+        (params, private), _ = jax.lax.scan(step, (params, private), (jnp.arange(E), lrs))
+        return params, private
+
+    def centralized_training(params, private, data, keys, weights, lrs):
+        def step(carry, xs):
+            params, private = carry
+            e, lr = xs
+            step_keys = jax.vmap(K_.client_step_key, (0, None))(keys, e)
+            directions, private = jax.vmap(task.direction, (None, 0, 0, 0))(params, private, data,
+                                                                             step_keys)
+            return (_ascend(params, weighted_sum(directions, weights), lr), private), None
+
+        (params, private), _ = jax.lax.scan(step, (params, private), (jnp.arange(E), lrs))
+        return params, private
+
+    def round_fn(state: FedState, data, weights, run_key, round_index, lrs):
+        num_clients = weights.shape[0]
+        m = fed.num_participants(num_clients)
+        full = m == num_clients
+        idx = sample_participants(K_.participation_key(run_key, round_index), num_clients, m)
+        take = (lambda tree: tree) if full else (lambda tree: jax.tree.map(lambda x: x[idx], tree))
+        put = ((lambda tree, new: new) if full else
+               (lambda tree, new: jax.tree.map(lambda x, y: x.at[idx].set(y), tree, new)))
+        keys = jax.vmap(K_.client_round_key, (None, None, 0))(run_key, round_index, idx)
+        agg_weights = participant_weights(weights, idx, m)
+        data_s, private_s = take(data), take(state.private)
+
+        if fed.algorithm == "centralized":
+            target, private_s = centralized_training(state.params, private_s, data_s, keys,
+                                                     agg_weights, lrs)
+            held = jax.tree.map(lambda x: jnp.broadcast_to(x, (m,) + x.shape), target)
+        else:
+            local = fed.algorithm == "local"
+            start = take(state.client_params) if local else state.params
+            held, private_s = jax.vmap(local_training, (0 if local else None, 0, 0, 0, None))(
+                start, private_s, data_s, keys, lrs)
+            if local:
+                target = None
+            elif full:
+                target = weighted_sum(held, agg_weights)
+            else:  # unbiased in expectation over the sampled set, applied to updates
+                delta = jax.tree.map(lambda h, p: h - p, held, state.params)
+                target = _ascend(state.params, weighted_sum(delta, agg_weights), jnp.ones(()))
+        client_params = put(state.client_params, held)
+
+        opt_state = state.server_opt_state
+        if fed.algorithm == "local":
+            params = weighted_sum(client_params, weights)   # consensus, for monitoring only
+        elif fed.server_optimizer is None:
+            params = target
+        else:
+            pseudo_grad = jax.tree.map(lambda p, t: p - t, state.params, target)
+            updates, opt_state = fed.server_optimizer.update(pseudo_grad, opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+
+        new = FedState(params, opt_state, client_params, put(state.private, private_s),
+                       state.nonfinite_round)
+        metrics = task.evaluate(params, client_params, data, weights)
+        finite = _all_finite((params, client_params)) & _all_finite(metrics)
+        first_bad = jnp.where((state.nonfinite_round < 0) & ~finite, round_index,
+                              state.nonfinite_round)
+        return new._replace(nonfinite_round=first_bad.astype(jnp.int32)), metrics
+
+    return round_fn
+
+
+def make_run(task: Task, fed: Federation):
+    """run(state, data, weights, run_key, step_sizes (T, E), first_round) -> (state, metrics).
+
+    One `lax.scan` over T rounds numbered first_round, ..., first_round + T - 1; metrics come
+    back stacked with a leading axis T. Calling it on consecutive chunks equals one call on
+    the whole schedule (that is how the command line shows progress).
+    """
+    round_fn = make_round(task, fed)
+
+    def run(state: FedState, data, weights, run_key, step_sizes, first_round=0):
+        rounds = first_round + jnp.arange(step_sizes.shape[0])
+
+        def body(state, xs):
+            return round_fn(state, data, weights, run_key, *xs)
+
+        return jax.lax.scan(body, state, (rounds, step_sizes))
+
+    return run
+
+
+def raise_if_nonfinite(nonfinite_round) -> None:
+    """Stop a run whose parameters or metrics became NaN/Inf, naming the round (and seed)."""
+    bad = np.atleast_1d(np.asarray(nonfinite_round))
+    if np.any(bad >= 0):
+        seeds = np.flatnonzero(bad >= 0)
+        raise FloatingPointError(
+            f"parameters or metrics became NaN/Inf at round {int(bad[seeds].min())} "
+            f"(run index {', '.join(map(str, seeds))}); lower the step size or check the rewards")

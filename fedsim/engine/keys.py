@@ -1,0 +1,30 @@
+"""Key derivation: every random draw is a pure function of (run key, round, client, step).
+
+Keys are folded in, never split sequentially, so client k's stream does not depend on how
+many clients there are or which ones took part in a round.
+"""
+
+from __future__ import annotations
+
+import jax
+
+_ROUNDS, _INIT = 0, 1          # top-level streams of a run key
+_PARTICIPATION, _CLIENTS = 0, 1  # streams of a round key
+
+
+def participation_key(run_key, round_index):
+    return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(run_key, _ROUNDS), round_index),
+                              _PARTICIPATION)
+
+
+def client_round_key(run_key, round_index, client_index):
+    rounds = jax.random.fold_in(jax.random.fold_in(run_key, _ROUNDS), round_index)
+    return jax.random.fold_in(jax.random.fold_in(rounds, _CLIENTS), client_index)
+
+
+def client_step_key(client_key, local_step):
+    return jax.random.fold_in(client_key, local_step)
+
+
+def client_init_key(run_key, client_index):
+    return jax.random.fold_in(jax.random.fold_in(run_key, _INIT), client_index)

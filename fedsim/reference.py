@@ -1,0 +1,141 @@
+"""A plain sequential reference implementation of a tabular run, for checking the engine.
+
+Python loops over rounds, clients, local steps, trajectories and time steps; numpy float64;
+no vmap, no scan, no jit, and none of the engine's or oracles' code. It shares with the
+engine only the definition of the random stream (which keys and uniforms a draw uses), so
+that sampled runs can be replayed draw for draw. It reads the arrays that `fedsim run
+tabular` saves in instance.npz, so it doubles as a replay of any saved experiment.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from fedsim.engine.keys import client_round_key, client_step_key, participation_key
+from fedsim.engine.aggregation import sample_participants
+from fedsim.tabular.sampling import trajectory_uniforms
+
+
+def _softmax(theta):
+    z = np.exp(theta - theta.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def _regularised_reward(theta, r, tau, log_ref):
+    log_pi = np.log(_softmax(theta))
+    return r - tau * (log_pi - log_ref)
+
+
+def policy_values(theta, P, r, rho, gamma, tau=0.0, log_ref=0.0):
+    """(J, V, Q, d) of the softmax policy, by direct linear solves."""
+    pi = _softmax(theta)
+    r_tau = _regularised_reward(theta, r, tau, log_ref)
+    S = P.shape[0]
+    P_pi = np.zeros((S, S))
+    r_pi = np.zeros(S)
+    for s in range(S):
+        for a in range(P.shape[1]):
+            P_pi[s] += pi[s, a] * P[s, a]
+            r_pi[s] += pi[s, a] * r_tau[s, a]
+    M = np.eye(S) - gamma * P_pi
+    V = np.linalg.solve(M, r_pi)
+    Q = r_tau + gamma * P @ V
+    d = np.linalg.solve(M.T, rho)
+    return float(rho @ V), V, Q, d
+
+
+def exact_gradient(theta, P, r, rho, gamma, tau=0.0, log_ref=0.0):
+    _, V, Q, d = policy_values(theta, P, r, rho, gamma, tau, log_ref)
+    return d[:, None] * _softmax(theta) * (Q - V[:, None])
+
+
+def _inverse_cdf(probs, u):
+    return min(int(np.sum(np.cumsum(probs) <= u)), len(probs) - 1)
+
+
+def sampled_gradient(theta, P, r, rho, gamma, tau, log_ref, key, batch, horizon, estimator):
+    u_start, u = (np.asarray(x, np.float64) for x in trajectory_uniforms(key, batch, horizon))
+    pi = _softmax(theta)
+    r_tau = _regularised_reward(theta, r, tau, log_ref)
+    total = np.zeros_like(theta)
+    for b in range(batch):
+        s, alive, visited = _inverse_cdf(rho, u_start[b]), 1.0, []
+        for t in range(horizon):
+            a = _inverse_cdf(pi[s], u[b, t, 0])
+            visited.append((s, a, alive, alive * r_tau[s, a]))
+            s = _inverse_cdf(P[s, a], u[b, t, 1])
+            alive = alive * float(u[b, t, 2] < gamma)
+        gains = [g for *_, g in visited]
+        for t, (s, a, alive, _) in enumerate(visited):
+            weight = alive * (sum(gains[t:]) if estimator == "gpomdp" else sum(gains))
+            total[s] -= weight * pi[s]
+            total[s, a] += weight
+    return total / batch
+
+
+def shaped(R0, H, lam, form):
+    return R0 + lam * H if form == "additive" else lam * H + (1 - lam) * R0
+
+
+def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=None,
+                  gradient="exact", batch=1, horizon=1, estimator="gpomdp", tau=0.0,
+                  log_ref=0.0, server_lr=None) -> dict:
+    """Replay a tabular run; returns per-round J, J0 and the final parameters.
+
+    arrays: P, R0, H, lam, p, rho, gamma, theta0, step_sizes (T, E), reward_form, as in
+    instance.npz. server_lr: plain server SGD theta <- theta - server_lr (theta - target).
+    """
+    P, R0, H = (np.asarray(arrays[n], np.float64) for n in ("P", "R0", "H"))
+    lam, p, rho = (np.asarray(arrays[n], np.float64) for n in ("lam", "p", "rho"))
+    gamma, form = float(arrays["gamma"]), str(arrays["reward_form"])
+    lrs = np.asarray(arrays["step_sizes"], np.float64)
+    T, E = lrs.shape
+    K = P.shape[0]
+    m = K if participants is None else participants
+    r = [shaped(R0[k], H[k], lam[k], form) for k in range(K)]
+    theta = np.asarray(arrays["theta0"], np.float64).copy()
+    held = [theta.copy() for _ in range(K)]
+
+    def direction(k, th, key):
+        if gradient == "exact":
+            return exact_gradient(th, P[k], r[k], rho, gamma, tau, log_ref)
+        return sampled_gradient(th, P[k], r[k], rho, gamma, tau, log_ref, key, batch, horizon,
+                                estimator)
+
+    history = {"J": [], "J0": []}
+    for t in range(T):
+        idx = [int(i) for i in np.asarray(sample_participants(participation_key(run_key, t), K, m))]
+        w = {k: p[k] * (K / m if m < K else 1.0) for k in idx}
+        keys = {k: client_round_key(run_key, t, k) for k in idx}
+        if algorithm == "centralized":
+            th = theta.copy()
+            for e in range(E):
+                step = sum(w[k] * direction(k, th, client_step_key(keys[k], e)) for k in idx)
+                th = th + lrs[t, e] * step
+            target = th
+            for k in idx:
+                held[k] = th.copy()
+        else:
+            for k in idx:
+                th = (held[k] if algorithm == "local" else theta).copy()
+                for e in range(E):
+                    th = th + lrs[t, e] * direction(k, th, client_step_key(keys[k], e))
+                held[k] = th
+            if m == K:
+                target = sum(p[k] * held[k] for k in range(K))
+            else:
+                target = theta + sum(w[k] * (held[k] - theta) for k in idx)
+        if algorithm == "local":
+            theta = sum(p[k] * held[k] for k in range(K))
+        elif server_lr is not None:
+            theta = theta - server_lr * (theta - target)
+        else:
+            theta = target
+        history["J"].append(sum(p[k] * policy_values(theta, P[k], r[k], rho, gamma, tau, log_ref)[0]
+                                for k in range(K)))
+        history["J0"].append(sum(p[k] * policy_values(theta, P[k], R0[k], rho, gamma)[0]
+                                 for k in range(K)))
+    return {"J": np.asarray(history["J"]), "J0": np.asarray(history["J0"]), "theta": theta,
+            "client_thetas": np.stack(held)}

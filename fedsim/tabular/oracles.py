@@ -1,0 +1,153 @@
+"""Exact oracles for tabular softmax policies: returns, policy gradients, optimal values.
+
+Policy pi_theta(a|s) = softmax(theta[s])_a. With the regularised reward
+
+    r_tau(s, a) = r(s, a) - tau * (log pi(a|s) - log pi_ref(a|s))
+
+(tau = 0: plain; log pi_ref = 0: entropy regularisation; else KL to pi_ref), the return
+J(theta) = rho^T V with V = (I - gamma P_pi)^{-1} r_tau,pi, and the exact gradient is
+
+    dJ/dtheta[s, a] = d(s) pi(a|s) (Q_tau(s, a) - V(s)),
+    d^T = rho^T (I - gamma P_pi)^{-1},  Q_tau = r_tau + gamma P V
+
+(Sutton et al. 2000; Mei et al. 2020, Lemma 1 and its entropy form Lemma 10: the term
+from differentiating r_tau vanishes because sum_a pi grad log pi = 0). J is the
+unnormalised discounted return, so |J| <= max|r_tau| / (1 - gamma).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fedsim.tabular.mdp import TabularInstance
+
+
+class Regularizer(NamedTuple):
+    """tau >= 0 and log pi_ref (S, A); log_ref = 0 gives entropy regularisation."""
+
+    tau: float | jax.Array = 0.0
+    log_ref: float | jax.Array = 0.0
+
+
+def _solve_values(theta, P, r, rho, gamma, reg: Regularizer):
+    pi = jax.nn.softmax(theta, axis=-1)
+    r_tau = r - reg.tau * (jax.nn.log_softmax(theta, axis=-1) - reg.log_ref)
+    P_pi = jnp.einsum("sa,sat->st", pi, P)
+    M = jnp.eye(P.shape[0], dtype=P.dtype) - gamma * P_pi
+    V = jnp.linalg.solve(M, jnp.sum(pi * r_tau, axis=-1))
+    return pi, r_tau, M, V
+
+
+def client_return(theta, P, r, rho, gamma, reg: Regularizer = Regularizer()):
+    """J(theta) for one client: P (S, A, S), r (S, A), rho (S,)."""
+    return rho @ _solve_values(theta, P, r, rho, gamma, reg)[3]
+
+
+def client_gradient(theta, P, r, rho, gamma, reg: Regularizer = Regularizer()):
+    """The exact policy gradient dJ/dtheta (S, A), two linear solves."""
+    pi, r_tau, M, V = _solve_values(theta, P, r, rho, gamma, reg)
+    Q = r_tau + gamma * jnp.einsum("sat,t->sa", P, V)
+    d = jnp.linalg.solve(M.T, rho)
+    return d[:, None] * pi * (Q - V[:, None])
+
+
+def returns(theta, P, r, rho, gamma, reg: Regularizer = Regularizer()):
+    """J_k(theta) for every client (theta shared): P (K, S, A, S), r (K, S, A) -> (K,)."""
+    return jax.vmap(client_return, (None, 0, 0, None, None, None))(theta, P, r, rho, gamma, reg)
+
+
+def global_return(theta, P, r, p, rho, gamma, reg: Regularizer = Regularizer()):
+    """J(theta) = sum_k p_k J_k(theta)."""
+    return p @ returns(theta, P, r, rho, gamma, reg)
+
+
+def global_gradient(theta, P, r, p, rho, gamma, reg: Regularizer = Regularizer()):
+    """grad J(theta) = sum_k p_k grad J_k(theta)."""
+    grads = jax.vmap(client_gradient, (None, 0, 0, None, None, None))(theta, P, r, rho, gamma, reg)
+    return jnp.tensordot(p, grads, axes=1)
+
+
+# ----------------------------------------------------------------------------- optimal values
+
+
+def optimal_values(P, r, gamma, tau: float = 0.0, log_ref=None, tol: float = 1e-12,
+                   max_iter: int = 100_000) -> np.ndarray:
+    """V* of one MDP by (soft) value iteration in float64.
+
+    tau = 0: V(s) = max_a Q(s, a); tau > 0: V(s) = tau log sum_a pi_ref(a|s) exp(Q(s, a)/tau),
+    the optimum of the KL/entropy-regularised return. Stops when the sup-norm change is
+    below tol * (1 - gamma), so |V - V*| <= tol (contraction bound).
+    """
+    P, r = np.asarray(P, np.float64), np.asarray(r, np.float64)
+    log_ref = np.zeros_like(r) if log_ref is None else np.asarray(log_ref, np.float64)
+    V = np.zeros(P.shape[0])
+    for _ in range(max_iter):
+        Q = r + gamma * P @ V
+        if tau > 0:
+            z = Q / tau + log_ref
+            zmax = z.max(axis=1, keepdims=True)
+            V_new = tau * (zmax[:, 0] + np.log(np.exp(z - zmax).sum(axis=1)))
+        else:
+            V_new = Q.max(axis=1)
+        done = np.max(np.abs(V_new - V)) < tol * (1 - gamma)
+        V = V_new
+        if done:
+            return V
+    raise RuntimeError(f"value iteration did not reach tol={tol} in {max_iter} iterations")
+
+
+class OptimalValue(NamedTuple):
+    J_star: float
+    tolerance: float     # |J_star - true optimum| <= tolerance (see method)
+    upper_bound: float   # sum_k p_k J_k*: no single policy can do better
+    method: str
+
+
+def optimal_value(instance: TabularInstance, reg: Regularizer = Regularizer(),
+                  certify_steps: int = 20_000) -> OptimalValue:
+    """J* = max_theta sum_k p_k J_k(theta) for the shaped (and regularised) objective.
+
+    Shared dynamics: the objective is the return of one MDP with reward sum_k p_k r_k, so
+    value iteration gives J* to 1e-10. Per-client dynamics: no such reduction exists (the
+    problem is non-concave in general), so J* is estimated by a long exact-gradient run
+    (`certify_steps` Adam steps on the exact objective); the estimate is achieved by a policy,
+    hence a certified lower bound, and `tolerance` = J(T) - J(T/2), the remaining gap
+    implied by an O(1/T) tail. `upper_bound` = sum_k p_k J_k* bounds it from above.
+    """
+    r = instance.shaped_reward().astype(np.float64)
+    tau = float(reg.tau)
+    log_ref = None if tau == 0 else np.broadcast_to(np.asarray(reg.log_ref, np.float64), r.shape[1:])
+    per_client = [instance.rho @ optimal_values(instance.P[k], r[k], instance.gamma, tau, log_ref)
+                  for k in range(instance.num_clients)]
+    upper = float(instance.p.astype(np.float64) @ np.asarray(per_client))
+    if instance.shared_dynamics:
+        r_bar = np.tensordot(instance.p.astype(np.float64), r, axes=1)
+        V = optimal_values(instance.P[0], r_bar, instance.gamma, tau, log_ref)
+        return OptimalValue(float(instance.rho @ V), 1e-10, upper, "value iteration (shared dynamics)")
+    J_half, J_end = _long_exact_run(instance, reg, certify_steps)
+    return OptimalValue(J_end, max(J_end - J_half, 0.0), upper,
+                        f"exact-gradient Adam run of {certify_steps} steps (per-client dynamics)")
+
+
+def _long_exact_run(instance: TabularInstance, reg: Regularizer, steps: int):
+    P, p, rho = jnp.asarray(instance.P), jnp.asarray(instance.p), jnp.asarray(instance.rho)
+    r = jnp.asarray(instance.shaped_reward())
+    objective = lambda th: global_return(th, P, r, p, rho, instance.gamma, reg)
+    opt = optax.adam(optax.cosine_decay_schedule(0.1, steps, alpha=1e-3))
+
+    def step(carry, _):
+        theta, state = carry
+        updates, state = opt.update(-global_gradient(theta, P, r, p, rho, instance.gamma, reg),
+                                    state)
+        theta = optax.apply_updates(theta, updates)
+        return (theta, state), objective(theta)
+
+    theta0 = jnp.asarray(instance.theta0)
+    _, curve = jax.jit(lambda th: jax.lax.scan(step, (th, opt.init(th)), None, length=steps))(theta0)
+    curve = np.maximum.accumulate(np.asarray(curve, np.float64))
+    return float(curve[steps // 2 - 1]), float(curve[-1])
