@@ -212,7 +212,8 @@ def raise_if_nonfinite(nonfinite_round) -> None:
     """Stop a run whose parameters or metrics became NaN/Inf, naming the round (and seed)."""
     bad = np.atleast_1d(np.asarray(nonfinite_round))
     if np.any(bad >= 0):
-        seeds = np.flatnonzero(bad >= 0)
+        runs = np.flatnonzero(bad >= 0)
+        # Rounds are counted from 1 here, as in metrics.csv (round index t is round t + 1).
         raise FloatingPointError(
-            f"parameters or metrics became NaN/Inf at round {int(bad[seeds].min())} "
-            f"(run index {', '.join(map(str, seeds))}); lower the step size or check the rewards")
+            f"parameters or metrics became NaN/Inf in round {int(bad[runs].min()) + 1} "
+            f"(run index {', '.join(map(str, runs))}); lower the step size or check the rewards")

@@ -1,0 +1,175 @@
+"""Properties of the round engine itself."""
+
+from __future__ import annotations
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import engine_run, small_instance
+from fedsim.engine import (Federation, Task, init_state, make_round, make_run,
+                           participant_weights, raise_if_nonfinite, sample_participants,
+                           step_sizes, weighted_sum)
+from fedsim.tabular.mdp import client_data
+from fedsim.tabular.task import LearnerSpec, make_task
+
+
+def test_jit_and_no_jit_agree(constant_lrs):
+    inst = small_instance()
+    learner, fed = LearnerSpec("sampled", batch=2, horizon=8), Federation("fedavg", 2, 3)
+    jitted, m1 = engine_run(inst, learner, fed, constant_lrs, jit=True)
+    with jax.disable_jit():
+        eager, m2 = engine_run(inst, learner, fed, constant_lrs, jit=False)
+    np.testing.assert_allclose(jitted.params, eager.params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m1["J"], m2["J"], rtol=1e-5)
+
+
+def test_round_is_traced_once_per_shape():
+    inst = small_instance()
+    task = make_task(inst, LearnerSpec())
+    fed = Federation("fedavg", 2, participants=2)
+    data, weights = client_data(inst), jnp.asarray(inst.p)
+    round_fn = jax.jit(chex.assert_max_traces(make_round(task, fed), n=1))
+    key = jax.random.key(0)
+    state = init_state(task, fed, jnp.asarray(inst.theta0), data, key)
+    for t in range(4):  # new round index, step sizes, weights and key: same shapes, no retrace
+        state, _ = round_fn(state, data, weights * (t + 1) / (t + 1), jax.random.key(t),
+                            jnp.int32(t), jnp.full((2,), 0.1 * (t + 1), jnp.float32))
+    chex.clear_trace_counter()
+
+
+def test_weighted_sum_contracts_axis_zero_only():
+    K = 3
+    tree = {"w": jnp.arange(K * 4 * 5, dtype=jnp.float32).reshape(K, 4, 5),
+            "b": jnp.arange(K * 2, dtype=jnp.float32).reshape(K, 2)}
+    p = jnp.asarray([0.2, 0.5, 0.3])
+    out = weighted_sum(tree, p)
+    assert out["w"].shape == (4, 5) and out["b"].shape == (2,)
+    expected = sum(float(p[k]) * np.asarray(tree["w"][k]) for k in range(K))
+    np.testing.assert_allclose(out["w"], expected, rtol=1e-6)
+    np.testing.assert_allclose(out["b"], [0.2 * 0 + 0.5 * 2 + 0.3 * 4, 0.2 * 1 + 0.5 * 3 + 0.3 * 5],
+                               rtol=1e-6)
+
+
+def test_k1_federated_equals_centralized(constant_lrs):
+    inst = small_instance(num_clients=1)
+    learner = LearnerSpec("sampled", batch=4, horizon=10)
+    fed_state, fed_m = engine_run(inst, learner, Federation("fedavg", 2), constant_lrs)
+    cen_state, cen_m = engine_run(inst, learner, Federation("centralized", 2), constant_lrs)
+    np.testing.assert_allclose(fed_state.params, cen_state.params, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fed_m["J"], cen_m["J"], rtol=1e-6)
+
+
+def test_participants_are_distinct_and_reweighting_is_unbiased():
+    K, m = 6, 2
+    p = jnp.asarray([0.05, 0.1, 0.15, 0.2, 0.2, 0.3])
+    x = jnp.arange(1.0, K + 1.0) ** 2
+
+    def sampled_sum(key):
+        idx = sample_participants(key, K, m)
+        return participant_weights(p, idx, m) @ x[idx], idx
+
+    sums, idx = jax.vmap(sampled_sum)(jax.random.split(jax.random.key(0), 40_000))
+    idx = np.asarray(idx)
+    assert np.all(idx[:, 0] != idx[:, 1])
+    np.testing.assert_allclose(np.bincount(idx.ravel(), minlength=K) / idx.size, 1 / K, atol=0.01)
+    se = float(sums.std()) / np.sqrt(sums.size)
+    assert abs(float(sums.mean()) - float(p @ x)) < 4 * se
+
+
+def test_chunked_run_equals_one_scan():
+    inst = small_instance()
+    task, fed = make_task(inst, LearnerSpec("sampled", batch=2, horizon=6)), Federation("fedavg", 2, 3)
+    data, weights, key = client_data(inst), jnp.asarray(inst.p), jax.random.key(5)
+    lrs = jnp.asarray(step_sizes("inverse_time", 6, 2, beta=1.0, gamma0=3.0))
+    run = jax.jit(make_run(task, fed))
+    state0 = init_state(task, fed, jnp.asarray(inst.theta0), data, key)
+    whole, m_whole = run(state0, data, weights, key, lrs, 0)
+    half, m1 = run(state0, data, weights, key, lrs[:3], 0)
+    rest, m2 = run(half, data, weights, key, lrs[3:], 3)
+    np.testing.assert_array_equal(whole.params, rest.params)
+    np.testing.assert_array_equal(m_whole["J"], np.concatenate([m1["J"], m2["J"]]))
+
+
+def test_seed_vmap_equals_separate_runs(constant_lrs):
+    inst = small_instance()
+    learner, fed = LearnerSpec("sampled", batch=2, horizon=6), Federation("fedavg", 2)
+    task, data, weights = make_task(inst, learner), client_data(inst), jnp.asarray(inst.p)
+    theta0, lrs = jnp.asarray(inst.theta0), jnp.asarray(constant_lrs)
+
+    def simulate(key):
+        state = init_state(task, fed, theta0, data, key)
+        return make_run(task, fed)(state, data, weights, key, lrs, 0)
+
+    keys = jax.vmap(jax.random.key)(jnp.arange(3))
+    batched_state, batched_m = jax.jit(jax.vmap(simulate))(keys)
+    for i in range(3):
+        state, m = engine_run(inst, learner, fed, constant_lrs, seed=i)
+        np.testing.assert_allclose(batched_state.params[i], state.params, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(batched_m["J"][i], m["J"], rtol=1e-6)
+    assert not np.allclose(batched_state.params[0], batched_state.params[1])
+
+
+def test_nonfinite_parameters_name_the_round():
+    inst = small_instance()
+    lrs = step_sizes("constant", 5, 1, lr=0.1)
+    lrs[2:] = np.inf  # round index 2 makes the parameters infinite
+    state, _ = engine_run(inst, LearnerSpec(), Federation("fedavg", 1), lrs)
+    assert int(state.nonfinite_round) == 2
+    with pytest.raises(FloatingPointError, match="in round 3 "):  # counted from 1
+        raise_if_nonfinite(state.nonfinite_round)
+    raise_if_nonfinite(np.asarray([-1, -1]))  # finite runs pass
+
+
+class MLPPolicy(nn.Module):
+    """A flax policy over one-hot states, to show neural parameters fit the engine."""
+
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, states):
+        return nn.Dense(self.num_actions)(nn.tanh(nn.Dense(8)(states)))
+
+
+def test_flax_policy_with_private_client_state():
+    """Neural parameters are averaged; per-client state stays put and differs per client.
+
+    Each client keeps a private reward model (a bias vector fitted locally, never sent) and a
+    step counter; its local objective is the expected private reward of the shared policy.
+    """
+    K, S, A, E = 3, 4, 3, 2
+    model = MLPPolicy(A)
+    states = jnp.eye(S)
+    params0 = model.init(jax.random.key(0), states)
+
+    def init_private(data, key):
+        return {"reward_model": jax.random.normal(key, (A,)), "steps": jnp.zeros((), jnp.int32)}
+
+    def objective(params, reward_model):
+        return jnp.mean(jax.nn.softmax(model.apply(params, states)) @ reward_model)
+
+    def direction(params, private, data, key):
+        private = {"reward_model": private["reward_model"] + 0.0 * data, "steps": private["steps"] + 1}
+        return jax.grad(objective)(params, private["reward_model"]), private
+
+    def evaluate(params, client_params, data, weights):
+        return {"J": jnp.zeros(())}
+
+    task = Task(init_private, direction, evaluate)
+    fed = Federation("fedavg", E)
+    data, weights = jnp.zeros((K, A)), jnp.asarray([0.5, 0.25, 0.25])
+    key = jax.random.key(1)
+    state = init_state(task, fed, params0, data, key)
+    run = jax.jit(make_run(task, fed))
+    new, _ = run(state, data, weights, key, jnp.full((3, E), 0.5, jnp.float32), 0)
+    # Private state: never aggregated, per client, updated only by its own client.
+    np.testing.assert_array_equal(new.private["reward_model"], state.private["reward_model"])
+    assert not np.allclose(new.private["reward_model"][0], new.private["reward_model"][1])
+    np.testing.assert_array_equal(new.private["steps"], [3 * E] * K)
+    # Global parameters are the weighted average of what the clients held after the last round.
+    expected = weighted_sum(new.client_params, weights)
+    chex.assert_trees_all_close(new.params, expected, rtol=1e-6)
+    chex.assert_trees_all_equal_shapes(new.params, params0)
