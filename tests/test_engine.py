@@ -173,3 +173,15 @@ def test_flax_policy_with_private_client_state():
     expected = weighted_sum(new.client_params, weights)
     chex.assert_trees_all_close(new.params, expected, rtol=1e-6)
     chex.assert_trees_all_equal_shapes(new.params, params0)
+
+
+def test_every_client_step_gets_its_own_key():
+    from fedsim.engine import keys
+
+    run_key = jax.random.key(0)
+    raw = {(t, k, e): tuple(np.asarray(jax.random.key_data(
+        keys.client_step_key(keys.client_round_key(run_key, t, k), e))))
+        for t in range(4) for k in range(5) for e in range(3)}
+    assert len(set(raw.values())) == len(raw)
+    other_run = keys.client_step_key(keys.client_round_key(jax.random.key(1), 0, 0), 0)
+    assert tuple(np.asarray(jax.random.key_data(other_run))) != raw[(0, 0, 0)]
