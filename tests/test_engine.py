@@ -185,3 +185,20 @@ def test_every_client_step_gets_its_own_key():
     assert len(set(raw.values())) == len(raw)
     other_run = keys.client_step_key(keys.client_round_key(jax.random.key(1), 0, 0), 0)
     assert tuple(np.asarray(jax.random.key_data(other_run))) != raw[(0, 0, 0)]
+
+
+def test_checkpointed_run_equals_full_run_at_the_checkpoints():
+    from fedsim.engine import log_checkpoints, make_checkpointed_run
+
+    inst = small_instance()
+    task, fed = make_task(inst, LearnerSpec("sampled", batch=2, horizon=6)), Federation("fedavg", 2, 3)
+    data, weights, key = client_data(inst), jnp.asarray(inst.p), jax.random.key(2)
+    lrs = jnp.asarray(step_sizes("inverse_time", 40, 2, beta=1.0, gamma0=3.0))
+    state0 = init_state(task, fed, jnp.asarray(inst.theta0), data, key)
+    full_state, full = jax.jit(make_run(task, fed))(state0, data, weights, key, lrs, 0)
+    checkpoints = log_checkpoints(40, 8)
+    assert checkpoints[0] == 1 and checkpoints[-1] == 40 and np.all(np.diff(checkpoints) > 0)
+    state, sparse = jax.jit(make_checkpointed_run(task, fed))(state0, data, weights, key, lrs,
+                                                             checkpoints)
+    np.testing.assert_allclose(sparse["J"], full["J"][checkpoints - 1], rtol=1e-6)
+    np.testing.assert_allclose(state.params, full_state.params, rtol=1e-6, atol=1e-6)

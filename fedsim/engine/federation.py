@@ -111,8 +111,8 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def make_round(task: Task, fed: Federation):
-    """The round function (pure, jittable); see the module docstring for the algorithms."""
+def make_train_round(task: Task, fed: Federation):
+    """One round without evaluation: (state, data, weights, run key, t, lrs (E,)) -> state."""
     E = fed.local_steps
 
     def local_training(params, private, data, key, lrs):
@@ -137,7 +137,7 @@ def make_round(task: Task, fed: Federation):
         (params, private), _ = jax.lax.scan(step, (params, private), (jnp.arange(E), lrs))
         return params, private
 
-    def round_fn(state: FedState, data, weights, run_key, round_index, lrs):
+    def train_round(state: FedState, data, weights, run_key, round_index, lrs):
         num_clients = weights.shape[0]
         m = fed.num_participants(num_clients)
         full = m == num_clients
@@ -179,11 +179,32 @@ def make_round(task: Task, fed: Federation):
 
         new = FedState(params, opt_state, client_params, put(state.private, private_s),
                        state.nonfinite_round)
-        metrics = task.evaluate(params, client_params, data, weights)
-        finite = _all_finite((params, client_params)) & _all_finite(metrics)
-        first_bad = jnp.where((state.nonfinite_round < 0) & ~finite, round_index,
-                              state.nonfinite_round)
-        return new._replace(nonfinite_round=first_bad.astype(jnp.int32)), metrics
+        return _flag_nonfinite(new, (params, client_params), round_index)
+
+    return train_round
+
+
+def _flag_nonfinite(state: FedState, tree, round_index) -> FedState:
+    first_bad = jnp.where((state.nonfinite_round < 0) & ~_all_finite(tree), round_index,
+                          state.nonfinite_round)
+    return state._replace(nonfinite_round=first_bad.astype(jnp.int32))
+
+
+def _evaluate(task: Task, state: FedState, data, weights, round_index):
+    metrics = task.evaluate(state.params, state.client_params, data, weights)
+    return _flag_nonfinite(state, metrics, round_index), metrics
+
+
+def make_round(task: Task, fed: Federation):
+    """The round function (pure, jittable): a training round, then the task's metrics.
+
+    (state, data, weights, run key, round index, step sizes (E,)) -> (state, metrics)
+    """
+    train_round = make_train_round(task, fed)
+
+    def round_fn(state: FedState, data, weights, run_key, round_index, lrs):
+        state = train_round(state, data, weights, run_key, round_index, lrs)
+        return _evaluate(task, state, data, weights, round_index)
 
     return round_fn
 
@@ -206,6 +227,37 @@ def make_run(task: Task, fed: Federation):
         return jax.lax.scan(body, state, (rounds, step_sizes))
 
     return run
+
+
+def make_checkpointed_run(task: Task, fed: Federation):
+    """run(state, data, weights, run_key, step_sizes (T, E), checkpoints (n,)) -> (state, metrics).
+
+    Trains T rounds but evaluates only after the round counts in `checkpoints` (increasing,
+    in [1, T]), so memory is O(state + checkpoints) rather than O(T): long runs keep
+    log-spaced checkpoints. Identical training to `make_run` (the same rounds and keys).
+    """
+    train_round = make_train_round(task, fed)
+
+    def run(state: FedState, data, weights, run_key, step_sizes, checkpoints):
+        def segment(carry, stop):
+            state, start = carry
+            state = jax.lax.fori_loop(
+                start, stop,
+                lambda t, s: train_round(s, data, weights, run_key, t, step_sizes[t]), state)
+            state, metrics = _evaluate(task, state, data, weights, stop - 1)
+            return (state, stop), metrics
+
+        (state, _), metrics = jax.lax.scan(segment, (state, jnp.int32(0)),
+                                           jnp.asarray(checkpoints, jnp.int32))
+        return state, metrics
+
+    return run
+
+
+def log_checkpoints(num_rounds: int, count: int) -> np.ndarray:
+    """About `count` log-spaced round counts in [1, num_rounds], always ending at num_rounds."""
+    points = np.unique(np.round(np.logspace(0, np.log10(num_rounds), count)).astype(np.int64))
+    return np.unique(np.append(points[points <= num_rounds], num_rounds)).astype(np.int32)
 
 
 def raise_if_nonfinite(nonfinite_round) -> None:

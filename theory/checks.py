@@ -1,0 +1,72 @@
+"""Checkers: measured data in, a verdict out. Each is shown to fail on violating data in tests/."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from theory.rates import SlopeFit, spearman
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: str
+    measured: str
+    expected: str
+    bound: str
+    passed: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _fit_text(fit: SlopeFit) -> str:
+    return f"slope {fit.slope:.3f} [{fit.lo:.3f}, {fit.hi:.3f}] on t in [{fit.t_min:.0f}, {fit.t_max:.0f}]"
+
+
+def slope_in_range(claim: str, fit: SlopeFit, lo: float, hi: float) -> Verdict:
+    """Pass when the fitted slope (point estimate) lies in [lo, hi]."""
+    return Verdict(claim, _fit_text(fit), f"slope in [{lo}, {hi}]", "-", lo <= fit.slope <= hi)
+
+
+def under_bound(claim: str, t, measured, bound) -> Verdict:
+    """Pass when measured <= bound at every checkpoint; reports the tightest ratio."""
+    measured, bound = np.asarray(measured, np.float64), np.asarray(bound, np.float64)
+    ratio = measured / bound
+    worst = int(np.argmax(ratio))
+    return Verdict(claim, f"max gap/bound = {ratio[worst]:.3g} at t = {np.asarray(t)[worst]:.0f} "
+                          f"(min {ratio.min():.3g})",
+                   "gap <= bound at every checkpoint", "nu / (t + gamma0)",
+                   bool(np.all(np.isfinite(bound)) and np.all(measured <= bound)))
+
+
+def increasing(claim: str, x, y, what: str) -> Verdict:
+    """Pass when y strictly increases with x (sorted by x)."""
+    order = np.argsort(x)
+    y = np.asarray(y, np.float64)[order]
+    values = ", ".join(f"{v:.3g}" for v in y)
+    return Verdict(claim, f"{what}: {values}", f"{what} strictly increasing", "-",
+                   bool(np.all(np.diff(y) > 0)))
+
+
+def faster_than(claim: str, fit: SlopeFit, slope_max: float) -> Verdict:
+    """Pass when the tail is steeper than slope_max (e.g. a linear rate is not O(1/T))."""
+    return Verdict(claim, _fit_text(fit), f"slope < {slope_max} (faster than 1/T)", "-",
+                   fit.slope < slope_max)
+
+
+def monotone_trend(claim: str, x, y, what: str, min_rho: float = 0.9) -> Verdict:
+    """Pass when Spearman's rho between x and y is at least min_rho."""
+    rho = spearman(x, y)
+    return Verdict(claim, f"Spearman rho({what}) = {rho:.3f}", f"rho >= {min_rho}", "-",
+                   rho >= min_rho)
+
+
+def all_within(claim: str, measured, bound, what: str) -> Verdict:
+    """Pass when every measured value is <= its bound (with a float32 allowance of 1e-5)."""
+    measured, bound = np.asarray(measured, np.float64), np.asarray(bound, np.float64)
+    slack = bound - measured
+    return Verdict(claim, f"{what}: min slack {slack.min():.3g} over {slack.size} cases "
+                          f"(max measured/bound {np.max(measured / np.maximum(bound, 1e-300)):.3g})",
+                   "measured <= bound everywhere", what, bool(np.all(slack >= -1e-5)))
