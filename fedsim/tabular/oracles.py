@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fedsim.tabular.linalg import solve_diagonally_dominant
 from fedsim.tabular.mdp import TabularInstance
 
 
@@ -39,7 +40,7 @@ def _solve_values(theta, P, r, rho, gamma, reg: Regularizer):
     r_tau = r - reg.tau * (jax.nn.log_softmax(theta, axis=-1) - reg.log_ref)
     P_pi = jnp.einsum("sa,sat->st", pi, P)
     M = jnp.eye(P.shape[0], dtype=P.dtype) - gamma * P_pi
-    V = jnp.linalg.solve(M, jnp.sum(pi * r_tau, axis=-1))
+    V = solve_diagonally_dominant(M, jnp.sum(pi * r_tau, axis=-1))
     return pi, r_tau, M, V
 
 
@@ -52,7 +53,7 @@ def client_gradient(theta, P, r, rho, gamma, reg: Regularizer = Regularizer()):
     """The exact policy gradient dJ/dtheta (S, A), two linear solves."""
     pi, r_tau, M, V = _solve_values(theta, P, r, rho, gamma, reg)
     Q = r_tau + gamma * jnp.einsum("sat,t->sa", P, V)
-    d = jnp.linalg.solve(M.T, rho)
+    d = solve_diagonally_dominant(M.T, rho)
     return d[:, None] * pi * (Q - V[:, None])
 
 
