@@ -130,6 +130,47 @@ def _run_tabular(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_verdicts(summaries: dict) -> bool:
+    rows = [(name, c["claim"], c["measured"], c["expected"], "PASS" if c["passed"] else "FAIL")
+            for name, summary in summaries.items() for c in summary["claims"]]
+    widths = [min(max(len(r[i]) for r in rows), limit) for i, limit in enumerate((9, 70, 80, 45, 4))]
+    cut = lambda text, width: text if len(text) <= width else text[:width - 1] + "~"
+    header = ("sweep", "claim", "measured", "expected", "")
+    for row in [header] + rows:
+        print("  ".join(cut(cell, w).ljust(w) for cell, w in zip(row, widths)))
+    return all(r[-1] == "PASS" for r in rows)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from sweeps import run_named
+
+    out = args.out or Path("runs") / f"sweep-{args.name}{'-quick' if args.quick else ''}"
+    summaries = run_named(args.name, args.quick, out, progress=not args.quiet)
+    passed = _print_verdicts(summaries)
+    print(f"results in {out}/ (metrics.csv, config.json, summary.json per sweep)")
+    return 0 if passed else 1
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from figures import make_figures
+
+    written = make_figures(args.results, args.out or args.results / "figures")
+    print("\n".join(str(p) for p in written))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from figures import make_figures
+    from sweeps import run_named
+
+    summaries = run_named("all", True, args.out, progress=not args.quiet)
+    passed = _print_verdicts(summaries)
+    written = make_figures(args.out, args.out / "figures")
+    print(f"{len(written)} figures in {args.out / 'figures'}/; results in {args.out}/")
+    print("all claims pass" if passed else "SOME CLAIMS FAIL")
+    return 0 if passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedsim", description="A vectorised simulator for federated RLHF theory (FedRLHF).")
@@ -144,6 +185,42 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_tabular_options(tabular)
     tabular.set_defaults(handler=_run_tabular)
+
+    sweep = commands.add_parser(
+        "sweep", help="run a theory-validation sweep (resumable)",
+        description="Run a sweep that checks a theoretical claim: rate (R1: O(1/T) and its "
+                    "negative controls), clients (R2: speedup in K), tradeoff (R3: lambda), or "
+                    "all three. Killed and re-run with the same options, a sweep resumes where "
+                    "it stopped. Writes metrics.csv, config.json and summary.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sweep.add_argument("name", choices=("rate", "clients", "tradeoff", "all"), help="which sweep")
+    sweep.add_argument("--quick", action="store_true",
+                       help="small version (about a minute each on a 2-core CPU)")
+    sweep.add_argument("--out", type=Path, default=None,
+                       help="results folder (default runs/sweep-NAME[-quick]); refused if it "
+                            "holds a sweep with other options")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.set_defaults(handler=_run_sweep)
+
+    figures = commands.add_parser(
+        "figures", help="draw every figure from results on disk",
+        description="Regenerate the figures (PNG and PDF) from sweep results on disk; nothing "
+                    "is re-run.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    figures.add_argument("--results", type=Path, default=Path("runs/validate"),
+                         help="a folder written by `fedsim sweep all` or `fedsim validate`, "
+                              "or by one sweep")
+    figures.add_argument("--out", type=Path, default=None, help="where to write (default RESULTS/figures)")
+    figures.set_defaults(handler=_figures)
+
+    validate = commands.add_parser(
+        "validate", help="the main job: quick versions of the three sweeps, verdicts, figures",
+        description="Run the quick rate, clients and tradeoff sweeps on the embedded default "
+                    "instances, print a verdict table (claim, measured, expected, pass/fail) and "
+                    "write the figures. Exit status 0 when every claim passes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    validate.add_argument("--out", type=Path, default=Path("runs/validate"), help="results folder")
+    validate.add_argument("--quiet", action="store_true", help="no progress bars")
+    validate.set_defaults(handler=_validate)
     return parser
 
 

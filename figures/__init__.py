@@ -1,0 +1,230 @@
+"""Every figure, regenerated from results on disk (metrics.csv and summary.json); nothing re-runs.
+
+`make_figures(results, out)` finds the sweeps under `results` (a `fedsim sweep all` or
+`fedsim validate` folder, or one sweep's folder) and writes PNG and PDF files to `out`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def _theme():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper", palette="colorblind", font_scale=1.05)
+    return sns.color_palette("colorblind")
+
+
+def _read(folder: Path):
+    with open(folder / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    return rows, json.loads((folder / "summary.json").read_text())
+
+
+def _curves(rows, key_fields, x="round", y="gap"):
+    """{key: (x sorted, mean, 95% half-width over seeds)} from tidy rows."""
+    groups = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        groups[tuple(r[k] for k in key_fields)][float(r[x])].append(float(r[y]))
+    out = {}
+    for key, by_x in groups.items():
+        xs = np.array(sorted(by_x))
+        vals = [np.asarray(by_x[v]) for v in xs]
+        mean = np.array([v.mean() for v in vals])
+        half = np.array([1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0 for v in vals])
+        out[key] = (xs, mean, half)
+    return out
+
+
+def _band(ax, xs, mean, half, color, label):
+    ax.plot(xs, mean, color=color, label=label, lw=1.6)
+    lower = np.maximum(mean - half, mean * 0.05)
+    ax.fill_between(xs, lower, mean + half, color=color, alpha=0.2, lw=0)
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    fig.tight_layout()
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return paths
+
+
+def _fit_line(ax, fit, mean_at, color):
+    t = np.array([fit["t_min"], fit["t_max"]])
+    ax.plot(t, mean_at * (t / fit["t_max"]) ** fit["slope"], "--", color=color, lw=1.2,
+            label=f"fit: slope {fit['slope']:.2f} [{fit['lo']:.2f}, {fit['hi']:.2f}]")
+
+
+def rate_figures(folder: Path, out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    colors = _theme()
+    rows, summary = _read(folder)
+    regimes = summary["regimes"]
+    curves = _curves(rows, ("regime", "setting"))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+    panels = [("exact_constant", "R1(a) exact PG, constant step 1/L (8 instances)"),
+              ("sgd_decay", "R1(b) sampled PG, eta_t = beta/(t+gamma0) (seeds)"),
+              ("sgd_constant", "control: sampled PG, constant steps (floors)"),
+              ("exact_reg", "control: exact PG + entropy / KL (linear rate)")]
+    for ax, (regime, title) in zip(axes.flat, panels):
+        keys = [k for k in curves if k[0] == regime or (regime == "exact_reg" and k[0].startswith("exact_")
+                                                         and k[0] != "exact_constant")]
+        for i, key in enumerate(sorted(keys)):
+            xs, mean, half = curves[key]
+            _band(ax, xs, mean, half, colors[i], key[1] if regime != "exact_reg" else key[0])
+        if regime in ("exact_constant", "sgd_decay"):
+            xs, mean, _ = curves[keys[0]]
+            _fit_line(ax, regimes[regime]["fit"], mean[-1], "black")
+            ref = xs >= xs[-1] / 100
+            ax.plot(xs[ref], mean[-1] * xs[-1] / xs[ref], ":", color="grey", label="1/T reference")
+        if regime == "sgd_decay":
+            xs, _, _ = curves[keys[0]]
+            ax.plot(xs, regimes["sgd_decay"]["bound"], color=colors[3], lw=1.4,
+                    label=f"bound nu/(t+gamma0), nu = {regimes['sgd_decay']['nu']:.3g}")
+        if regime == "exact_reg":
+            ax.axhline(1e-5, color="grey", ls=":", lw=1, label="float32 resolution of J")
+        ax.set(xscale="log", yscale="log", xlabel="round T", ylabel="gap J* - J(theta_T)", title=title)
+        ax.legend(fontsize=7, loc="lower left")
+    paths = _save(fig, out, "rate_convergence")
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for i, regime in enumerate(("exact_constant", "sgd_decay")):
+        key = next(k for k in curves if k[0] == regime)
+        xs, mean, half = curves[key]
+        _band(ax, xs, xs * mean, xs * half, colors[i], regime)
+    ax.set(xscale="log", yscale="log", xlabel="round T", ylabel="T x gap",
+           title="T x gap: a plateau means O(1/T)")
+    ax.legend(fontsize=8)
+    return paths + _save(fig, out, "rate_t_gap")
+
+
+def clients_figures(folder: Path, out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    colors = _theme()
+    rows, summary = _read(folder)
+    scaling = summary["scaling"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    ax = axes[0]
+    for i, regime in enumerate(("stochastic", "exact")):
+        K, T = np.array(scaling[regime]["K"]), np.array(scaling[regime]["rounds_to_eps"])
+        ax.plot(K, T, "o-", color=colors[i], label=f"{regime} gradients")
+        if regime == "stochastic":
+            ax.plot(K, T[0] * K[0] / K, ":", color="grey", label="ideal 1/K (linear speedup)")
+    ax.set(xscale="log", yscale="log", xlabel="clients K", ylabel="rounds to reach eps",
+           title="R2: rounds to eps against K")
+    ax.legend(fontsize=8)
+
+    ax = axes[1]
+    stochastic = [r for r in rows if r["regime"] == "stochastic"]
+    curves = _curves(stochastic, ("K",), x="samples")
+    for i, key in enumerate(sorted(curves, key=lambda k: float(k[0]))):
+        xs, mean, half = curves[key]
+        keep = xs > 0
+        _band(ax, xs[keep], mean[keep], half[keep], colors[i % len(colors)], f"K = {key[0]}")
+    ax.set(xscale="log", yscale="log", xlabel="total samples K x B x E x T (trajectories)",
+           ylabel="gap", title="gap against total samples: curves collapse")
+    ax.legend(fontsize=7, ncol=2)
+
+    ax = axes[2]
+    drift = scaling["drift"]
+    K, floor = np.array(drift["K"]), np.array(drift["floor"])
+    fit = drift["floor_fit"]
+    grid = np.geomspace(K.min(), K.max() * 4, 50)
+    ax.plot(K, floor, "o", color=colors[0], label="measured floor (tail mean)")
+    ax.plot(grid, fit["a"] / grid + fit["d"], "-", color=colors[1],
+            label=f"fit a/K + d, d = {fit['d']:.2g} [{fit['d_lo']:.2g}, {fit['d_hi']:.2g}]")
+    ax.plot(grid, floor[0] * K[0] / grid, ":", color="grey", label="1/K (no drift)")
+    ax.axvline(fit["K_stop"], color=colors[2], ls="--", lw=1, label=f"K_stop = a/d = {fit['K_stop']:.3g}")
+    ax.set(xscale="log", yscale="log", xlabel="clients K", ylabel="error floor (gap)",
+           title="client drift (E = 5, constant step): speedup stops")
+    ax.legend(fontsize=7)
+    paths = _save(fig, out, "clients_scaling")
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    lam = scaling["lam_h"]
+    T = np.array(lam["rounds_to_eps"], np.float64)
+    x = np.array(lam["lam_h_max"])
+    ax.plot(x[np.isfinite(T)], T[np.isfinite(T)], "o-", color=colors[0], label="reached eps")
+    for xi in x[~np.isfinite(T)]:
+        ax.axvline(xi, color=colors[3], ls="--", label="did not reach eps in the run")
+    ax.set(yscale="log", xlabel="lambda x H_max", ylabel="rounds to reach eps",
+           title="samples needed grow with lambda H_max")
+    ax.legend(fontsize=8)
+    return paths + _save(fig, out, "clients_lambda")
+
+
+def tradeoff_figures(folder: Path, out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    colors = _theme()
+    rows, summary = _read(folder)
+    config = json.loads((folder / "config.json").read_text())
+    gamma, h_max = config["instance"]["gamma"], config["instance"]["h_max"]
+    constant = [r for r in rows if r["regime"] == "constant"]
+    per_client = [r for r in constant if int(r["client"]) >= 0]
+    opt_rows = [r for r in per_client if int(r["client"]) == 0]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+
+    ax = axes[0]
+    loss = _curves(opt_rows, ("regime",), x="lam", y="intrinsic_loss")[("constant",)]
+    bound = _curves(opt_rows, ("regime",), x="lam", y="intrinsic_loss_bound")[("constant",)]
+    _band(ax, *loss, colors[0], "intrinsic loss J0* - J0(pi_bar*) (mean, 95% CI)")
+    ax.plot(bound[0], bound[1], "--", color=colors[1], label="bound 2||r_bar - R0||/(1-gamma) (mean)")
+    ax.plot(bound[0], 2 * bound[0] * h_max / (1 - gamma), ":", color="grey",
+            label="worst case 2 lam H_max/(1-gamma)")
+    ax.set(xlabel="lambda", ylabel="intrinsic return lost", title="R3: global performance vs lambda")
+    ax.legend(fontsize=7)
+
+    ax = axes[1]
+    gain = _curves(per_client, ("regime",), x="lam", y="personal_gain")[("constant",)]
+    gbound = _curves(per_client, ("regime",), x="lam", y="personal_gain_bound")[("constant",)]
+    _band(ax, *gain, colors[2], "personalisation gain (mean over clients)")
+    ax.plot(gbound[0], gbound[1], "--", color=colors[1], label="bound 2||r_k - r_bar||/(1-gamma) (mean)")
+    ax.set(xlabel="lambda", ylabel="J_k(pi_k*) - J_k(pi_bar*)", title="R3: personalisation gain vs lambda")
+    ax.legend(fontsize=7)
+
+    ax = axes[2]
+    seed0 = [r for r in per_client if int(r["seed"]) == 0]
+    by_client = _curves(seed0, ("client",), x="lam", y="personal_gain")
+    for i, key in enumerate(sorted(by_client, key=lambda k: int(k[0]))):
+        xs, mean, _ = by_client[key]
+        ax.plot(xs, mean, "o-", ms=3, color=colors[i % len(colors)], label=f"client {key[0]}")
+    ax.set(xlabel="lambda", ylabel="personalisation gain", title="per-client gains (instance 0)")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, out, "tradeoff")
+
+
+DRAWERS = {"rate": rate_figures, "clients": clients_figures, "tradeoff": tradeoff_figures}
+
+
+def make_figures(results: Path, out: Path) -> list[Path]:
+    results, out = Path(results), Path(out)
+    if not results.exists():
+        raise FileNotFoundError(f"no results at {results}: run `fedsim validate` or `fedsim sweep` first")
+    out.mkdir(parents=True, exist_ok=True)
+    found = {}
+    if (results / "summary.json").exists():
+        name = json.loads((results / "summary.json").read_text()).get("sweep")
+        if name in DRAWERS:
+            found[name] = results
+    for name in DRAWERS:
+        if (results / name / "summary.json").exists():
+            found[name] = results / name
+    if not found:
+        raise FileNotFoundError(f"no sweep results (summary.json) under {results}")
+    return [p for name, folder in found.items() for p in DRAWERS[name](folder, out)]

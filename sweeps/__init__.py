@@ -1,0 +1,35 @@
+"""Sweep drivers: `fedsim sweep rate|clients|tradeoff|all [--quick] [--out DIR]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedsim.results import prepare_out_dir, write_json
+
+SWEEPS = ("rate", "clients", "tradeoff")
+
+
+def make_sweep(name: str, quick: bool):
+    if name == "rate":
+        from sweeps.rate import make_sweep as make
+    elif name == "clients":
+        from sweeps.clients import make_sweep as make
+    elif name == "tradeoff":
+        from sweeps.tradeoff import make_sweep as make
+    else:
+        raise ValueError(f"unknown sweep {name!r}")
+    return make(quick)
+
+
+def run_named(name: str, quick: bool, out: Path, progress: bool = True) -> dict:
+    """Run one sweep, or with name "all" the three into out/rate, out/clients, out/tradeoff."""
+    from sweeps.runner import run_sweep
+
+    if name != "all":
+        return {name: run_sweep(make_sweep(name, quick), out, progress)}
+    out = prepare_out_dir(Path(out), {"sweep": "all", "quick": quick})
+    write_json(out / "config.json", {"sweep": "all", "quick": quick})
+    summaries = {n: run_sweep(make_sweep(n, quick), out / n, progress) for n in SWEEPS}
+    write_json(out / "summary.json", {"passed": all(s["passed"] for s in summaries.values()),
+                                      "claims": {n: s["claims"] for n, s in summaries.items()}})
+    return summaries

@@ -67,6 +67,8 @@ def all_within(claim: str, measured, bound, what: str) -> Verdict:
     """Pass when every measured value is <= its bound (with a float32 allowance of 1e-5)."""
     measured, bound = np.asarray(measured, np.float64), np.asarray(bound, np.float64)
     slack = bound - measured
+    positive = bound > 0
+    ratio = np.max(measured[positive] / bound[positive]) if positive.any() else float("nan")
     return Verdict(claim, f"{what}: min slack {slack.min():.3g} over {slack.size} cases "
-                          f"(max measured/bound {np.max(measured / np.maximum(bound, 1e-300)):.3g})",
+                          f"(max measured/bound {ratio:.3g} where the bound is > 0)",
                    "measured <= bound everywhere", what, bool(np.all(slack >= -1e-5)))
