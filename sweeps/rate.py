@@ -148,6 +148,7 @@ def _sgd_decay(config):
     return {"rows": _rows("sgd_decay", f"beta={beta:.3g},gamma0={gamma0:.3g}", seeds, ckpt, gaps),
             "info": {"fit": fit._asdict(), "constants": pl.__dict__, "nu": pl.nu,
                      "conditions": pl.conditions(), "bound": bound.tolist(),
+                     "Gamma": constants.heterogeneity(instance, reg),
                      "mei_L": bounds.mei_smoothness(constants.reward_span(instance), instance.gamma,
                                                     c["tau"], instance.theta0.shape[1]),
                      "t_gap_plateau_ratio": rates.t_gap_plateau(ckpt, gaps.mean(0))[1]}}

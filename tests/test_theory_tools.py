@@ -73,3 +73,14 @@ def test_pl_bound_arithmetic_and_conditions():
     assert not weak.valid and weak.nu == np.inf
     assert bounds.optimum_loss_bound(0.3, 0.5) == pytest.approx(1.2)
     assert bounds.tradeoff_bounds(0.5, 1.0, 2.0, 0.5)["personal_gain"] == pytest.approx(4.0)
+
+
+def test_heterogeneity_is_zero_for_identical_clients_and_positive_otherwise():
+    from fedsim.tabular.mdp import InstanceSpec, make_instance
+    from fedsim.tabular.oracles import Regularizer
+    from theory.constants import heterogeneity
+
+    same = make_instance(InstanceSpec(num_clients=3, num_states=4, num_actions=2, lam=0.0))
+    assert abs(heterogeneity(same, Regularizer())) < 1e-8
+    mixed = make_instance(InstanceSpec(num_clients=3, num_states=4, num_actions=2, lam=2.0))
+    assert heterogeneity(mixed, Regularizer()) > 0.01

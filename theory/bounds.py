@@ -90,26 +90,6 @@ class PLConstants:
         return self.nu / (np.asarray(local_steps, np.float64) + self.gamma0)
 
 
-def rounds_to_eps_bound(c: PLConstants, eps: float) -> float:
-    """Rounds after which the R1(b) bound is below eps: (nu / eps - gamma0) / E."""
-    return max((c.nu / eps - c.gamma0) / c.E, 0.0)
-
-
-def speedup_limit_clients(c_one_client: PLConstants) -> float:
-    """K at which the variance part of nu, sigma^2 / K, stops dominating (identical clients).
-
-    nu(K) = max(beta^2 C(K) / (beta mu - 1), gamma0 delta0), C(K) = L sigma^2 / (2K) + drift;
-    the speedup in K stops where the first term, with its variance shrinking as 1/K, meets
-    the larger of the K-independent parts (gamma0 delta0, and the drift part of C).
-    """
-    c = c_one_client
-    scale = c.beta ** 2 / (c.beta * c.mu - 1)
-    variance = scale * c.L * c.sigma2_bar / 2
-    eta0 = c.beta / c.gamma0
-    floor = max(c.gamma0 * c.delta0, scale * 2 * c.L ** 2 * eta0 * (c.E - 1) ** 2 * c.G2)
-    return variance / floor if floor > 0 else float("inf")
-
-
 # ----------------------------------------------------------------------------- R3
 
 
@@ -119,8 +99,12 @@ def value_shift_bound(reward_difference: float, gamma: float) -> float:
 
 
 def optimum_loss_bound(reward_difference: float, gamma: float) -> float:
-    """J_r(pi_r*) - J_r(pi_r'*) <= 2 ||r - r'||_inf / (1 - gamma): optimising the wrong reward."""
-    return 2 * reward_difference / (1 - gamma)
+    """J_r(pi_r*) - J_r(pi_r'*) <= 2 ||r - r'||_inf / (1 - gamma): optimising the wrong reward.
+
+    Two applications of the value shift: J_r(pi_r*) <= J_r'(pi_r*) + shift <= J_r'(pi_r'*) + shift
+    <= J_r(pi_r'*) + 2 shift.
+    """
+    return 2 * value_shift_bound(reward_difference, gamma)
 
 
 def tradeoff_bounds(lam: float, h_max: float, h_deviation: float, gamma: float) -> dict:

@@ -122,6 +122,13 @@ def start_gap(instance: TabularInstance, reg: oracles.Regularizer, J_star: float
                                                 instance.gamma, reg))
 
 
+def heterogeneity(instance: TabularInstance, reg: oracles.Regularizer) -> float:
+    """Gamma = sum_k p_k J_k* - J* >= 0 (Li et al.'s heterogeneity, for maximisation): zero when
+    one policy is optimal for every client, larger the more the clients' optima disagree."""
+    optimum = oracles.optimal_value(instance, reg)
+    return optimum.upper_bound - optimum.J_star
+
+
 def greedy_optimal_actions(instance: TabularInstance) -> np.ndarray:
     """a*(s) of the averaged shaped MDP (shared dynamics, no regularisation)."""
     r_bar = np.tensordot(instance.p.astype(np.float64), instance.shaped_reward(), axes=1)
