@@ -81,7 +81,6 @@ def run_cell(config: dict, cell: dict) -> dict:
     instance = typed_instance(config, K, types, lam)
     gradient = "exact" if regime == "exact" else "sampled"
     learner = LearnerSpec(gradient, batch=config["batch"], reg="entropy", tau=config["tau"])
-    reg = regularizer(learner, instance)
     pilot = _pilot(json.dumps(config, sort_keys=True), types, lam)
     E = config["drift_local_steps"] if drift else 1
     if drift:

@@ -13,6 +13,9 @@ Regimes (cells):
 
 from __future__ import annotations
 
+import functools
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,7 +104,16 @@ def _stochastic_setup(config):
     instance = _instance(config)
     learner = LearnerSpec("sampled", batch=c["batch"], reg="entropy", tau=c["tau"])
     reg = regularizer(learner, instance)
-    return c, instance, learner, reg, pilot_constants(instance, reg)
+    return c, instance, learner, reg, _cached_pilot(json.dumps(config, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_pilot(config_json: str) -> dict:
+    """The stochastic regimes share one instance: measure its pilot constants once."""
+    config = json.loads(config_json)
+    instance = _instance(config)
+    reg = regularizer(LearnerSpec(reg="entropy", tau=config["stochastic"]["tau"]), instance)
+    return pilot_constants(instance, reg)
 
 
 def _decaying_run(instance, learner, E, beta, gamma0, rounds, seeds, checkpoints):
