@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedsim.engine import Federation, log_checkpoints, step_sizes
+from fedsim.reference import policy_values
 from fedsim.tabular import oracles
 from fedsim.tabular.mdp import InstanceSpec, TabularInstance, make_instance
 from fedsim.tabular.task import LearnerSpec
@@ -51,11 +52,10 @@ def _greedy_logits(instance: TabularInstance, reward) -> np.ndarray:
 
 
 def _return(instance, theta, reward) -> float:
-    import jax.numpy as jnp
-
-    return float(oracles.client_return(jnp.asarray(theta, jnp.float32), jnp.asarray(instance.P[0]),
-                                       jnp.asarray(reward, jnp.float32), jnp.asarray(instance.rho),
-                                       instance.gamma))
+    """Exact float64 return of softmax(theta) for `reward` on the shared dynamics."""
+    return policy_values(np.asarray(theta, np.float64), instance.P[0].astype(np.float64),
+                         np.asarray(reward, np.float64), instance.rho.astype(np.float64),
+                         instance.gamma)[0]
 
 
 def _exact_tradeoff(instance: TabularInstance) -> dict:
