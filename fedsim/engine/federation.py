@@ -111,19 +111,35 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
+def make_local_step(task: Task):
+    """One local step of one client: (params, private, data_k, client round key, e, lr)."""
+
+    def local_step(params, private, data, key, e, lr):
+        direction, private = task.direction(params, private, data, K_.client_step_key(key, e))
+        return _ascend(params, direction, lr), private
+
+    return local_step
+
+
+def make_local_update(task: Task, fed: Federation):
+    """A client's update in a round, E local steps: (params, private, data_k, key, lrs (E,))."""
+    local_step = make_local_step(task)
+
+    def local_update(params, private, data, key, lrs):
+        def step(carry, xs):
+            return local_step(*carry, data, key, *xs), None
+
+        (params, private), _ = jax.lax.scan(step, (params, private),
+                                            (jnp.arange(fed.local_steps), lrs))
+        return params, private
+
+    return local_update
+
+
 def make_train_round(task: Task, fed: Federation):
     """One round without evaluation: (state, data, weights, run key, t, lrs (E,)) -> state."""
     E = fed.local_steps
-
-    def local_training(params, private, data, key, lrs):
-        def step(carry, xs):
-            params, private = carry
-            e, lr = xs
-            direction, private = task.direction(params, private, data, K_.client_step_key(key, e))
-            return (_ascend(params, direction, lr), private), None
-
-        (params, private), _ = jax.lax.scan(step, (params, private), (jnp.arange(E), lrs))
-        return params, private
+    local_training = make_local_update(task, fed)
 
     def centralized_training(params, private, data, keys, weights, lrs):
         def step(carry, xs):

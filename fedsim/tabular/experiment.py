@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from fedsim.engine import Federation, init_state, make_run, raise_if_nonfinite, step_sizes
+from fedsim.engine.sharding import client_mesh, pad_clients, padded_size, shard_clients
 from fedsim.errors import check_choice, check_int, check_real, require
 from fedsim.results import prepare_out_dir, write_csv, write_json, write_npz
 from fedsim.tabular import oracles
@@ -51,6 +52,7 @@ class TabularRunConfig:
     seed: int = 0
     num_seeds: int = 1
     log_every: int = 1
+    devices: int = 1
 
     def validate(self) -> "TabularRunConfig":
         self.instance.validate()
@@ -62,6 +64,14 @@ class TabularRunConfig:
         check_int("seed", self.seed, 0)
         check_int("num_seeds", self.num_seeds, 1)
         check_int("log_every", self.log_every, 1)
+        available = len(jax.devices())
+        require(isinstance(self.devices, int) and 1 <= self.devices <= available, "devices",
+                self.devices, f"must be an integer in [1, {available}], the devices JAX sees "
+                "(on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)")
+        if padded_size(self.instance.num_clients, self.devices) != self.instance.num_clients:
+            require(self.participants is None, "participants", self.participants,
+                    f"must be none (all clients) when K = {self.instance.num_clients} is not a "
+                    f"multiple of --devices {self.devices}: padded clients would be sampled")
         require(self.lr == "mei" or isinstance(self.lr, (int, float)), "lr", self.lr,
                 'must be a positive number or "mei"')
         self.step_sizes(1.0)  # validates the schedule's numbers
@@ -119,7 +129,13 @@ def run_tabular(config: TabularRunConfig, out: Path | None = None, progress: boo
     seeds = config.seed + np.arange(config.num_seeds)
     run_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
     theta0 = jnp.asarray(instance.theta0)
+    if config.devices > 1:   # clients split over devices; padded clients have weight 0
+        mesh = client_mesh(config.devices)
+        data, weights = shard_clients(pad_clients(data, weights, config.devices), mesh)
     states = jax.vmap(lambda key: init_state(task, fed, theta0, data, key))(run_keys)
+    if config.devices > 1:
+        states = states._replace(client_params=shard_clients(states.client_params, mesh, 1),
+                                 private=shard_clients(states.private, mesh, 1))
     run = jax.vmap(make_run(task, fed), in_axes=(0, None, None, 0, None, None))
 
     lengths = _chunks(config.rounds)
@@ -143,6 +159,8 @@ def run_tabular(config: TabularRunConfig, out: Path | None = None, progress: boo
     bar.close()
     run_s = time.perf_counter() - start
     metrics = {name: np.concatenate([c[name] for c in chunks], axis=1) for name in chunks[0]}
+    for name in ("J_client", "J_personal_client"):   # drop padded clients
+        metrics[name] = metrics[name][..., :instance.num_clients]
 
     logged = [t for t in range(config.rounds) if (t + 1) % config.log_every == 0 or t == config.rounds - 1]
     rows = [{"seed": int(seed), "round": t + 1, "J": metrics["J"][i, t], "J_star": optimum.J_star,

@@ -1,12 +1,17 @@
-"""Linear solves for I - gamma P_pi, in plain jnp operations.
+"""The inverse of I - gamma P_pi, in plain jnp operations.
 
-Why not jnp.linalg.solve: on the CPU it is a LAPACK custom call, and batched over many
-clients (a few thousand systems and up, under vmap) it was seen to hang XLA's CPU runtime
-(jax 0.10.2, 2 cores). These systems need no pivoting: M = I - gamma P_pi has rows with
-M_ss - sum_{s' != s} |M_ss'| >= 1 - gamma > 0 (strict row diagonal dominance), and M^T is
-column-dominant, for both of which Gaussian elimination without pivoting is stable
-(Golub & Van Loan, Matrix Computations, 3.4.10). The loops have static trip counts, so the
-solve vectorises under vmap and is differentiable (forward and reverse).
+Why not jnp.linalg.solve/inv: on the CPU they are LAPACK custom calls, and batched over
+many clients (a few thousand systems and up, under vmap) they were seen to hang XLA's CPU
+runtime (jax 0.10.2, 2 cores). These systems need no pivoting: M = I - gamma P_pi has rows
+with M_ss - sum_{s' != s} |M_ss'| >= 1 - gamma > 0 (strict row diagonal dominance), which
+elimination preserves, so every pivot is nonzero and growth is bounded (Golub & Van Loan,
+Matrix Computations, 3.4.10).
+
+Why an explicit inverse: the exact policy gradient needs both V = M^{-1} r and
+d^T = rho^T M^{-1}. One Gauss-Jordan sweep over [M | I] gives both as matrix-vector
+products, in a single loop of n rank-one updates; under vmap over clients that was 1.7x
+faster than two eliminations with back substitution (2-core CPU, K = 1000, S = 20). The
+loop has a static trip count, so it vectorises under vmap and is differentiable.
 """
 
 from __future__ import annotations
@@ -15,20 +20,16 @@ import jax
 import jax.numpy as jnp
 
 
-def solve_diagonally_dominant(M, b):
-    """x with M x = b, M (n, n) diagonally dominant by rows or columns, b (n,)."""
+def inverse_diagonally_dominant(M):
+    """M^{-1} for M (n, n) strictly diagonally dominant by rows or by columns."""
     n = M.shape[0]
     rows = jnp.arange(n)
 
-    def eliminate(k, carry):
-        M, b = carry
-        factors = jnp.where(rows > k, M[:, k] / M[k, k], 0.0)
-        return M - factors[:, None] * M[k][None, :], b - factors * b[k]
+    def eliminate(k, augmented):
+        pivot_row = augmented[k] / augmented[k, k]
+        factors = jnp.where(rows == k, 0.0, augmented[:, k])
+        augmented = augmented - factors[:, None] * pivot_row[None, :]
+        return augmented.at[k].set(pivot_row)
 
-    U, c = jax.lax.fori_loop(0, n, eliminate, (M, b))
-
-    def substitute(i, x):
-        k = n - 1 - i
-        return x.at[k].set((c[k] - U[k] @ x) / U[k, k])   # x[k:] unsolved entries are 0
-
-    return jax.lax.fori_loop(0, n, substitute, jnp.zeros_like(b))
+    augmented = jnp.concatenate([M, jnp.eye(n, dtype=M.dtype)], axis=1)
+    return jax.lax.fori_loop(0, n, eliminate, augmented)[:, n:]

@@ -19,7 +19,6 @@ that draws the same uniforms replays the same trajectories (see fedsim.reference
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -43,56 +42,56 @@ def trajectory_uniforms(key, batch: int, horizon: int):
     return jax.random.uniform(k_start, (batch,)), jax.random.uniform(k_steps, (batch, horizon, 3))
 
 
-def inverse_cdf(probs, u):
-    """Index i with P(i) = probs[i] for u ~ U[0, 1): the number of cdf entries <= u."""
-    idx = jnp.sum(jnp.cumsum(probs) <= u)
-    return jnp.minimum(idx, probs.shape[-1] - 1)
+def _count_below(cdf, u):
+    return jnp.minimum(jnp.sum(cdf <= u[..., None], axis=-1), cdf.shape[-1] - 1)
 
 
 def rollout(theta, P, r, rho, gamma, reg: Regularizer, u_start, u):
-    """One trajectory: states, actions (H,), alive mask (H,), regularised rewards (H,)."""
-    pi = jax.nn.softmax(theta, axis=-1)
-    r_tau = r - reg.tau * (jax.nn.log_softmax(theta, axis=-1) - reg.log_ref)
+    """`B` trajectories at once: flat state-action indices s*A + a (H, B), alive (H, B), and
+    the regularised rewards (H, B). u_start (B,), u (B, H, 3) from `trajectory_uniforms`.
+
+    Cumulative distributions are formed once per call (the policy is fixed during a
+    rollout), so each time step is two row gathers and two comparisons; indices into
+    (S*A, ...) tables are flat because a single-index gather is what vectorises well.
+    """
+    S, A = theta.shape
+    cdf_pi = jnp.cumsum(jax.nn.softmax(theta, axis=-1), axis=-1)
+    cdf_P = jnp.cumsum(P, axis=-1).reshape(S * A, S)
+    r_tau = (r - reg.tau * (jax.nn.log_softmax(theta, axis=-1) - reg.log_ref)).reshape(S * A)
 
     def step(carry, u_t):
         s, alive = carry
-        a = inverse_cdf(pi[s], u_t[0])
-        s_next = inverse_cdf(P[s, a], u_t[1])
-        alive_next = alive * (u_t[2] < gamma)
-        return (s_next, alive_next), (s, a, alive, r_tau[s, a])
+        sa = s * A + _count_below(cdf_pi[s], u_t[:, 0])
+        s_next = _count_below(cdf_P[sa], u_t[:, 1])
+        return (s_next, alive * (u_t[:, 2] < gamma)), (sa, alive)
 
-    s0 = inverse_cdf(rho, u_start)
-    _, (states, actions, alive, rewards) = jax.lax.scan(step, (s0, jnp.ones((), r.dtype)), u)
-    return states, actions, alive, rewards
-
-
-def _trajectory_gradient(theta, P, r, rho, gamma, reg, estimator, u_start, u):
-    states, actions, alive, rewards = rollout(theta, P, r, rho, gamma, reg, u_start, u)
-    gains = alive * rewards
-    to_go = jnp.cumsum(gains[::-1])[::-1]
-    weights = alive * (to_go if estimator == "gpomdp" else to_go[0])
-    S, A = theta.shape
-    pi = jax.nn.softmax(theta, axis=-1)
-    # grad log pi(a|s) for softmax logits: e_s (e_a - pi(s)).
-    score = jax.nn.one_hot(actions, A, dtype=theta.dtype) - pi[states]
-    return jnp.einsum("h,hs,ha->sa", weights, jax.nn.one_hot(states, S, dtype=theta.dtype), score)
+    s0 = _count_below(jnp.cumsum(rho), u_start)
+    alive0 = jnp.ones(u_start.shape, r.dtype)
+    _, (sa, alive) = jax.lax.scan(step, (s0, alive0), jnp.swapaxes(u, 0, 1))
+    return sa, alive, r_tau[sa]
 
 
 def sampled_gradient(theta, P, r, rho, gamma, reg: Regularizer, key, *, batch: int, horizon: int,
                      estimator: str = "gpomdp"):
-    """Mean of `batch` unbiased single-trajectory gradient estimates of dJ/dtheta (S, A)."""
+    """Mean of `batch` unbiased single-trajectory estimates of dJ/dtheta (S, A).
+
+    With grad log pi(a|s) = e_s (e_a - pi(s)) for softmax logits, the sum over visits of
+    w_t grad log pi(a_t|s_t) is N - n pi with N[s, a] the summed weights of visits to (s, a)
+    and n[s] = sum_a N[s, a]: one scatter-add instead of a one-hot per visit.
+    """
+    S, A = theta.shape
     u_start, u = trajectory_uniforms(key, batch, horizon)
-    one = functools.partial(_trajectory_gradient, theta, P, r, rho, gamma, reg, estimator)
-    per_trajectory = jax.vmap(one)(u_start, u)
-    return per_trajectory.mean(axis=0)
+    sa, alive, rewards = rollout(theta, P, r, rho, gamma, reg, u_start, u)
+    gains = alive * rewards                                   # (H, B)
+    to_go = jnp.cumsum(gains[::-1], axis=0)[::-1]
+    weights = alive * (to_go if estimator == "gpomdp" else to_go[:1])
+    N = jnp.zeros(S * A, theta.dtype).at[sa.reshape(-1)].add(weights.reshape(-1)).reshape(S, A)
+    return (N - N.sum(axis=-1, keepdims=True) * jax.nn.softmax(theta, axis=-1)) / batch
 
 
 def sampled_returns(theta, P, r, rho, gamma, reg: Regularizer, key, *, batch: int, horizon: int):
     """`batch` unbiased single-trajectory estimates of J(theta): sum_t alive_t r_t."""
     u_start, u = trajectory_uniforms(key, batch, horizon)
 
-    def one(u_s, u_t):
-        _, _, alive, rewards = rollout(theta, P, r, rho, gamma, reg, u_s, u_t)
-        return jnp.sum(alive * rewards)
-
-    return jax.vmap(one)(u_start, u)
+    _, alive, rewards = rollout(theta, P, r, rho, gamma, reg, u_start, u)
+    return jnp.sum(alive * rewards, axis=0)

@@ -1,0 +1,144 @@
+"""`fedsim bench`: the engine against per-client baselines, in one run, on this machine.
+
+Every (workload, mode, K) cell runs in its own process (compile time and peak memory are
+per cell); throughput ratios compare cells of the same run. See `workloads` for what each
+mode is. Writes bench.csv (one row per cell), summary.json (the ratios and the acceptance
+checks of issue 4) and config.json to the output folder, and prints the table.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from fedsim.bench import workloads as W
+from fedsim.results import prepare_out_dir, write_csv, write_json
+
+COLUMNS = ["workload", "mode", "K", "rounds", "client_steps", "seconds", "client_steps_per_s",
+           "env_steps_per_s", "compile_s", "peak_rss_mb", "vectorized_speedup"]
+
+
+def make_config(quick: bool) -> dict:
+    return {
+        "quick": quick,
+        "clients": [1, 10, 100, 1000] if quick else [1, 10, 100, 1000, 10000],
+        "large_clients": [] if quick else [100000],   # vectorized W1 only: memory at scale
+        "budget_s": 0.3 if quick else 1.0,            # timed seconds per cell (at least a round)
+        "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 20 if quick else 100},
+        "local_steps": W.LOCAL_STEPS, "step_size": W.STEP_SIZE,
+    }
+
+
+def plan(config: dict) -> list[dict]:
+    cells = []
+    for workload in W.WORKLOADS:
+        for K in config["clients"]:
+            for mode in W.MODES:
+                if mode == "numpy" and workload != "W1":
+                    continue
+                cells.append({"kind": "mode", "workload": workload, "mode": mode, "K": K,
+                              "budget": config["budget_s"]})
+    cells += [{"kind": "mode", "workload": "W1", "mode": "vectorized", "K": K,
+               "budget": config["budget_s"]} for K in config["large_clients"]]
+    g = config["grid"]
+    for lams, seeds in ((1, 1), (g["lams"], g["seeds"])):
+        cells.append({"kind": "grid", "workload": "W1", "mode": f"grid_{lams}x{seeds}",
+                      "K": g["K"], "lams": lams, "seeds": seeds, "rounds": g["rounds"]})
+    return cells
+
+
+def run_cell(cell: dict) -> dict:
+    done = subprocess.run([sys.executable, "-m", "fedsim.bench.cell", json.dumps(cell)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark cell {cell} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    row = {"workload": cell["workload"], "mode": cell["mode"], "K": cell["K"], **result}
+    row["client_steps_per_s"] = row["client_steps"] / row["seconds"]
+    env = W.env_steps_per_client_step(cell["workload"])
+    row["env_steps_per_s"] = row["client_steps_per_s"] * env if env else ""
+    return row
+
+
+def add_speedups(rows: list[dict]) -> None:
+    vec = {(r["workload"], r["K"]): r["client_steps_per_s"] for r in rows
+           if r["mode"] == "vectorized"}
+    for r in rows:
+        base = vec.get((r["workload"], r["K"]))
+        r["vectorized_speedup"] = (base / r["client_steps_per_s"]
+                                   if base and not r["mode"].startswith("grid") else "")
+
+
+def acceptance(rows: list[dict], config: dict) -> list[dict]:
+    """The measured figures issue 4 asks for, each with its threshold and verdict."""
+    def find(workload, mode, K):
+        hits = [r for r in rows if (r["workload"], r["mode"], r["K"]) == (workload, mode, K)]
+        return hits[0] if hits else None
+
+    checks = []
+
+    def check(claim, value, threshold, passed):
+        checks.append({"claim": claim, "measured": value, "threshold": threshold,
+                       "passed": bool(passed)})
+
+    for workload in W.WORKLOADS:
+        for mode in ("loop", "loop_step") + (("numpy",) if workload == "W1" else ()):
+            r = find(workload, mode, 1000)
+            if r:
+                need = 10.0 if mode == "numpy" else 30.0
+                check(f"{workload} K=1000: vectorized / {mode} client-steps per second",
+                      r["vectorized_speedup"], f">= {need:g}", r["vectorized_speedup"] >= need)
+        big, ref = find(workload, "vectorized", 10000), find(workload, "vectorized", 1000)
+        if big and ref:
+            ratio = ref["client_steps_per_s"] / big["client_steps_per_s"]
+            check(f"{workload}: time per client-step at K=10000 / at K=1000", ratio, "<= 2",
+                  ratio <= 2)
+    for K in config["large_clients"]:
+        r = find("W1", "vectorized", K)
+        check(f"W1 K={K} completes; peak resident memory (MB)", r["peak_rss_mb"],
+              "completes on the 24 GB machine", r["peak_rss_mb"] < 24 * 1024)
+    g = config["grid"]
+    single = find("W1", "grid_1x1", g["K"])
+    grid = find("W1", f"grid_{g['lams']}x{g['seeds']}", g["K"])
+    for label, key in (("run", "seconds"), ("compile + run", None)):
+        t = (lambda r: r["seconds"] + r["compile_s"]) if key is None else (lambda r: r[key])
+        ratio = t(grid) / t(single)
+        check(f"{g['lams']} lambda x {g['seeds']} seeds grid / single cell, W1 K={g['K']} "
+              f"T={g['rounds']}: {label} seconds", ratio, "<= 3", ratio <= 3)
+    return checks
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (f"{'workload':<8} {'mode':<11} {'K':>7} {'client-steps/s':>15} {'env-steps/s':>12} "
+            f"{'compile s':>9} {'peak MB':>8} {'vec speedup':>11}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        env = f"{r['env_steps_per_s']:.3g}" if r["env_steps_per_s"] != "" else "-"
+        speed = f"{r['vectorized_speedup']:.1f}x" if r["vectorized_speedup"] != "" else "-"
+        lines.append(f"{r['workload']:<8} {r['mode']:<11} {r['K']:>7} "
+                     f"{r['client_steps_per_s']:>15.4g} {env:>12} {r['compile_s']:>9.2f} "
+                     f"{r['peak_rss_mb']:>8.0f} {speed:>11}")
+    return "\n".join(lines)
+
+
+def run_bench(quick: bool, out: Path, progress: bool = True, config: dict | None = None) -> dict:
+    """config: `make_config(quick)` unless given (tests pass a tiny plan)."""
+    from tqdm.auto import tqdm
+
+    config = config or make_config(quick)
+    out = prepare_out_dir(out, config)
+    write_json(out / "config.json", config)
+    rows = []
+    for cell in tqdm(plan(config), desc="bench", unit="cell", disable=not progress):
+        rows.append(run_cell(cell))
+        add_speedups(rows)
+        write_csv(out / "bench.csv", COLUMNS, rows)   # partial results survive an interruption
+    checks = acceptance(rows, config)
+    summary = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                           "python": platform.python_version()},
+               "checks": checks, "passed": all(c["passed"] for c in checks)}
+    write_json(out / "summary.json", summary)
+    return {"rows": rows, "summary": summary}

@@ -1,0 +1,223 @@
+"""The benchmark workloads and the ways of running them (modes), each timed in isolation.
+
+Workloads (DESIGN.md section 5), FedAvg with E = 5 local steps on the seeded tabular family:
+    W1  exact policy gradients, S = 20, A = 5
+    W2  sampled-trajectory gradients (GPOMDP, batch 16, horizon 20), S = 20, A = 5
+
+Modes, all computing the same rounds (the same keys, the same client updates):
+    vectorized  the engine: clients vmapped, rounds in one compiled loop (a trip count known
+                only at run time, so one compilation serves every length)
+    loop        the engine's client update (E local steps) jitted once and called in a
+                Python loop over clients; the server averages the stacked results
+    loop_step   FedJAX's granularity (`for_each_client` jits one client step): a jitted
+                local step called in Python loops over clients and local steps
+    numpy       plain numpy, float64, a Python loop over clients and steps (W1 only)
+
+Per-client data are placed on the device before timing in the loop modes, which is
+generous to them: a real per-client pipeline also pays the transfer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedsim.engine import (Federation, init_state, make_checkpointed_run, make_local_step,
+                           make_local_update, weighted_sum)
+from fedsim.engine import keys as K_
+from fedsim.engine.grid import grid_vmap
+from fedsim.tabular.mdp import InstanceSpec, TabularInstance, client_data, make_instance
+from fedsim.tabular.task import LearnerSpec, make_task
+
+WORKLOADS = {
+    "W1": LearnerSpec(gradient="exact"),
+    "W2": LearnerSpec(gradient="sampled", batch=16, horizon=20),
+}
+MODES = ("vectorized", "loop", "loop_step", "numpy")
+LOCAL_STEPS = 5
+STEP_SIZE = 0.5
+
+
+REPEATS = 3   # every mode is timed this many times and reports its fastest
+
+
+@dataclass(frozen=True)
+class Measurement:
+    rounds: int
+    seconds: float       # wall time of the timed rounds (fastest repeat), after compilation
+    compile_seconds: float
+
+
+def instance_for(num_clients: int) -> TabularInstance:
+    return make_instance(InstanceSpec(num_clients=num_clients, num_states=20, num_actions=5))
+
+
+def env_steps_per_client_step(workload: str) -> int:
+    """Transitions simulated per client-step: B H for sampled gradients (those after the
+    geometric termination are computed and masked, so they count), none for exact ones."""
+    learner = WORKLOADS[workload]
+    return learner.batch * learner.horizon if learner.gradient == "sampled" else 0
+
+
+def _rounds_for(seconds_per_round: float, budget: float, cap: int) -> int:
+    return int(np.clip(budget / max(seconds_per_round, 1e-9), 1, cap))
+
+
+def vectorized_rounds(instance, learner, max_rounds: int = 2000):
+    """The engine's long-run path (training rounds, one evaluation at the end), compiled once
+    for any number of rounds <= max_rounds: returns (run(rounds) -> global params, compile s)."""
+    task, fed = make_task(instance, learner), Federation("fedavg", LOCAL_STEPS)
+    data, weights = client_data(instance), jnp.asarray(instance.p)
+    key = jax.random.key(0)
+    lrs = jnp.full((max_rounds, LOCAL_STEPS), STEP_SIZE, jnp.float32)
+    state = init_state(task, fed, jnp.asarray(instance.theta0), data, key)
+    run = jax.jit(make_checkpointed_run(task, fed), donate_argnums=0)
+    start = time.perf_counter()
+    compiled = run.lower(state, data, weights, key, lrs, jnp.ones(1, jnp.int32)).compile()
+    compile_s = time.perf_counter() - start
+
+    def rounds(n: int):
+        fresh = jax.tree.map(jnp.copy, state)   # donated buffers are consumed by the call
+        return compiled(fresh, data, weights, key, lrs, jnp.asarray([n], jnp.int32))[0].params
+
+    return rounds, compile_s
+
+
+def time_vectorized(instance, learner, budget: float = 1.0, max_rounds: int = 2000) -> Measurement:
+    run, compile_s = vectorized_rounds(instance, learner, max_rounds)
+
+    def timed(rounds):
+        start = time.perf_counter()
+        jax.block_until_ready(run(rounds))
+        return time.perf_counter() - start
+
+    rounds = _rounds_for(timed(1), budget, max_rounds)
+    return Measurement(rounds, min(timed(rounds) for _ in range(REPEATS)), compile_s)
+
+
+def loop_round(instance, learner, per_step: bool):
+    """One FedAvg round as a Python loop over clients calling a jitted client update (E steps)
+    or, per_step, a jitted local step: returns (round(params, t) -> params, compile s)."""
+    task, fed = make_task(instance, learner), Federation("fedavg", LOCAL_STEPS)
+    data = client_data(instance)
+    per_client = [jax.tree.map(lambda x: x[k], data) for k in range(instance.num_clients)]
+    weights, key = jnp.asarray(instance.p), jax.random.key(0)
+    lrs = jnp.full((LOCAL_STEPS,), STEP_SIZE, jnp.float32)
+    aggregate = jax.jit(lambda held, w: weighted_sum(jnp.stack(held), w))
+    if per_step:
+        local_step = make_local_step(task)
+        step = jax.jit(lambda p, d, t, k, e, lr: local_step(
+            p, {}, d, K_.client_round_key(key, t, k), e, lr)[0])
+        step_lrs = list(lrs)   # indexed once here, not on every call
+
+        def update(params, k, t):
+            for e in range(LOCAL_STEPS):
+                params = step(params, per_client[k], t, k, e, step_lrs[e])
+            return params
+    else:
+        local_update = make_local_update(task, fed)
+        client = jax.jit(lambda p, d, t, k: local_update(
+            p, {}, d, K_.client_round_key(key, t, k), lrs)[0])
+
+        def update(params, k, t):
+            return client(params, per_client[k], t, k)
+
+    def one_round(params, t):
+        # Calls dispatch asynchronously; the round ends when the aggregate is ready.
+        return jax.block_until_ready(
+            aggregate([update(params, k, t) for k in range(instance.num_clients)], weights))
+
+    start = time.perf_counter()
+    jax.block_until_ready(update(jnp.asarray(instance.theta0), 0, 0))   # traces, compiles once
+    return one_round, time.perf_counter() - start
+
+
+def time_loop(instance, learner, per_step: bool, budget: float = 1.0) -> Measurement:
+    one_round, compile_s = loop_round(instance, learner, per_step)
+    return _time_rounds(one_round, jnp.asarray(instance.theta0), budget, compile_s)
+
+
+def numpy_gradient(theta, P, r, rho, gamma):
+    """The exact policy gradient as a numpy user writes it (float64, two solves)."""
+    z = np.exp(theta - theta.max(axis=1, keepdims=True))
+    pi = z / z.sum(axis=1, keepdims=True)
+    M = np.eye(P.shape[0]) - gamma * np.einsum("sa,sat->st", pi, P)
+    V = np.linalg.solve(M, np.sum(pi * r, axis=1))
+    Q = r + gamma * P @ V
+    d = np.linalg.solve(M.T, rho)
+    return d[:, None] * pi * (Q - V[:, None])
+
+
+def numpy_round(instance):
+    """One FedAvg round of exact gradients in plain numpy: round(params, t) -> params."""
+    P = instance.P.astype(np.float64)
+    r = instance.shaped_reward().astype(np.float64)
+    rho, p, gamma = instance.rho.astype(np.float64), instance.p.astype(np.float64), instance.gamma
+
+    def one_round(theta, t):
+        held = []
+        for k in range(instance.num_clients):
+            th = theta.copy()
+            for _ in range(LOCAL_STEPS):
+                th = th + STEP_SIZE * numpy_gradient(th, P[k], r[k], rho, gamma)
+            held.append(th)
+        return np.tensordot(p, np.stack(held), axes=1)
+
+    return one_round
+
+
+def time_numpy(instance, learner, budget: float = 1.0) -> Measurement:
+    assert learner.gradient == "exact", "the numpy mode implements exact gradients only"
+    return _time_rounds(numpy_round(instance), instance.theta0.astype(np.float64), budget, 0.0)
+
+
+def _time_rounds(one_round, params0, budget: float, compile_s: float) -> Measurement:
+    """Chained rounds from params0 until the budget is spent (at least one); then as many
+    rounds from params0 again, REPEATS - 1 times, keeping the fastest."""
+    def run(rounds=None):
+        params, t, start = params0, 0, time.perf_counter()
+        while (t < rounds) if rounds else (t == 0 or time.perf_counter() - start < budget):
+            params = one_round(params, t)
+            t += 1
+        return t, time.perf_counter() - start
+
+    rounds, best = run()
+    return Measurement(rounds, min([best] + [run(rounds)[1] for _ in range(REPEATS - 1)]),
+                       compile_s)
+
+
+def time_grid(instance, num_lams: int, num_seeds: int, rounds: int) -> Measurement:
+    """W1 over a lambda x seed grid as one compiled program (nested vmaps, fedsim.engine.grid);
+    num_lams = num_seeds = 1 is a single cell through the same code."""
+    task, fed = make_task(instance, WORKLOADS["W1"]), Federation("fedavg", LOCAL_STEPS)
+    data, weights = client_data(instance), jnp.asarray(instance.p)
+    lams = jnp.broadcast_to(jnp.linspace(0.0, 2.0, num_lams)[:, None],
+                            (num_lams, instance.num_clients))
+    keys = jax.vmap(jax.random.key)(jnp.arange(num_seeds, dtype=jnp.uint32))
+    lrs = jnp.full((rounds, LOCAL_STEPS), STEP_SIZE, jnp.float32)
+    theta0 = jnp.asarray(instance.theta0)
+
+    def one(lam, key, data, weights):
+        cell_data = {**data, "lam": lam}
+        state = init_state(task, fed, theta0, cell_data, key)
+        return make_checkpointed_run(task, fed)(state, cell_data, weights, key, lrs,
+                                                jnp.asarray([rounds], jnp.int32))[1]["J"]
+
+    # Arguments, not closed-over constants: XLA would constant-fold work on the client data.
+    args = dict(lam=lams, key=keys, data=data, weights=weights)
+    grid = jax.jit(grid_vmap(one, ("lam", "seed"), {"lam": ["lam"], "key": ["seed"]}))
+    start = time.perf_counter()
+    compiled = grid.lower(**args).compile()
+    compile_s = time.perf_counter() - start
+    jax.block_until_ready(compiled(**args))
+
+    def timed():
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(**args))
+        return time.perf_counter() - start
+
+    return Measurement(rounds, min(timed() for _ in range(REPEATS)), compile_s)

@@ -1,0 +1,170 @@
+"""Scale features: benchmark modes agree, grids in one compilation, sharding over devices."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fedsim.bench import acceptance, add_speedups, run_bench
+from fedsim.bench import workloads as W
+from fedsim.engine import Federation, init_state, make_checkpointed_run
+from fedsim.engine.grid import grid_vmap
+from fedsim.errors import ConfigError
+from fedsim.tabular.mdp import InstanceSpec, client_data, make_instance
+from fedsim.tabular.task import LearnerSpec, make_task
+
+
+@pytest.mark.parametrize("workload", ["W1", "W2"])
+def test_bench_modes_compute_the_same_rounds(workload):
+    """The benchmark compares like with like: every mode produces the same parameters."""
+    instance, learner, rounds = W.instance_for(3), W.WORKLOADS[workload], 2
+    run, _ = W.vectorized_rounds(instance, learner, max_rounds=rounds)
+    vectorized = np.asarray(run(rounds))
+    modes = {name: W.loop_round(instance, learner, per_step)[0]
+             for name, per_step in (("loop", False), ("loop_step", True))}
+    if workload == "W1":
+        modes["numpy"] = W.numpy_round(instance)
+    for name, one_round in modes.items():
+        params = jnp.asarray(instance.theta0) if name != "numpy" else instance.theta0.astype(float)
+        for t in range(rounds):
+            params = one_round(params, t)
+        np.testing.assert_allclose(params, vectorized, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def _tiny_run(lam, key, data, weights, task, fed, theta0, rounds=4):
+    data = {**data, "lam": lam}
+    state = init_state(task, fed, theta0, data, key)
+    lrs = jnp.full((rounds, fed.local_steps), 0.5)
+    return make_checkpointed_run(task, fed)(state, data, weights, key, lrs,
+                                            jnp.asarray([2, rounds], jnp.int32))[1]["J"]
+
+
+def test_grid_equals_separate_runs():
+    """A lambda x seed grid in one compiled program equals each cell run on its own."""
+    instance = make_instance(InstanceSpec(num_clients=4, num_states=4, num_actions=2,
+                                          transition_heterogeneity=0.5))
+    task = make_task(instance, LearnerSpec(gradient="sampled", batch=4, horizon=8))
+    fed = Federation("fedavg", 2)
+    data, weights, theta0 = client_data(instance), jnp.asarray(instance.p), jnp.asarray(instance.theta0)
+    lams = jnp.asarray([[0.0] * 4, [0.5] * 4, [2.0] * 4])
+    keys = jax.vmap(jax.random.key)(jnp.arange(2, dtype=jnp.uint32))
+
+    def one(lam, key, data, weights):
+        return _tiny_run(lam, key, data, weights, task, fed, theta0)
+
+    grid = jax.jit(grid_vmap(one, ("lam", "seed"), {"lam": ["lam"], "key": ["seed"]}))
+    J = grid(lam=lams, key=keys, data=data, weights=weights)
+    assert J.shape == (3, 2, 2)   # lam, seed, checkpoint
+    for i in range(3):
+        for j in range(2):
+            alone = one(lams[i], keys[j], data, weights)
+            np.testing.assert_allclose(J[i, j], alone, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(J[:, 0], J[:, 1])   # the seed axis is not degenerate here
+    assert not np.allclose(J[0], J[2])
+
+
+def test_grid_rejects_bad_declarations():
+    f = lambda x, y: x + y
+    with pytest.raises(ConfigError, match="must name axes among"):
+        grid_vmap(f, ("a",), {"x": ["b"]})
+    with pytest.raises(ConfigError, match="in the order"):
+        grid_vmap(f, ("a", "b"), {"x": ["b", "a"]})
+    with pytest.raises(ConfigError, match="varied by at least one"):
+        grid_vmap(f, ("a", "b"), {"x": ["a"]})(x=jnp.ones(2), y=jnp.ones(()))
+
+
+SHARDED = textwrap.dedent("""
+    import dataclasses, json, os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    import jax, jax.numpy as jnp, numpy as np
+    from fedsim.engine import Federation, init_state, make_run
+    from fedsim.engine.sharding import client_mesh, pad_clients, shard_clients
+    from fedsim.tabular.experiment import TabularRunConfig, run_tabular
+    from fedsim.tabular.mdp import InstanceSpec, client_data, make_instance
+    from fedsim.tabular.task import LearnerSpec, make_task
+
+    assert len(jax.devices()) == 8
+    out = {}
+    for K, gradient in ((10, "exact"), (13, "sampled"), (16, "sampled")):
+        spec = InstanceSpec(num_clients=K, num_states=5, num_actions=3,
+                            transition_heterogeneity=0.5, weights="samples")
+        config = TabularRunConfig(instance=spec, learner=LearnerSpec(gradient=gradient, horizon=8,
+                                  batch=4), rounds=12, local_steps=2, lr=0.5, num_seeds=2)
+        one = run_tabular(config, progress=False)
+        eight = run_tabular(dataclasses.replace(config, devices=8), progress=False)
+        diff = max(abs(a[c] - b[c]) for a, b in zip(one["rows"], eight["rows"])
+                   for c in ("J", "J0", "J_personal"))
+        out[f"{K}-{gradient}"] = float(diff)
+
+    # The client axis really is split: each device holds K_padded / 8 clients' parameters.
+    instance = make_instance(InstanceSpec(num_clients=13, num_states=5, num_actions=3))
+    task, fed = make_task(instance, LearnerSpec()), Federation("fedavg", 2)
+    mesh = client_mesh(8)
+    data, weights = shard_clients(pad_clients(client_data(instance), jnp.asarray(instance.p), 8), mesh)
+    key = jax.random.key(0)
+    state = init_state(task, fed, jnp.asarray(instance.theta0), data, key)
+    state = state._replace(client_params=shard_clients(state.client_params, mesh))
+    state, _ = jax.jit(make_run(task, fed))(state, data, weights, key, jnp.full((3, 2), 0.5))
+    out["shard_shape"] = list(state.client_params.sharding.shard_shape(state.client_params.shape))
+    out["padded_weight"] = float(weights[13:].sum())
+    print(json.dumps(out))
+""")
+
+
+def test_sharded_run_equals_single_device_on_eight_cpu_devices():
+    """8 fake CPU devices (a fresh process: the device count is fixed at JAX start-up)."""
+    done = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for case in ("10-exact", "13-sampled", "16-sampled"):   # 10 and 13 are padded to 16
+        assert out[case] < 1e-5, (case, out[case])
+    assert out["shard_shape"] == [2, 5, 3] and out["padded_weight"] == 0.0
+
+
+def _row(workload, mode, K, steps_per_s, **extra):
+    return {"workload": workload, "mode": mode, "K": K, "client_steps_per_s": steps_per_s,
+            "seconds": 1.0, "compile_s": 1.0, "peak_rss_mb": 100.0} | extra
+
+
+def _acceptance_rows(speedup, scale_loss, grid_seconds, peak_mb=100.0):
+    rows = []
+    for w in ("W1", "W2"):
+        rows += [_row(w, "vectorized", 1000, 1e6), _row(w, "vectorized", 10000, 1e6 / scale_loss),
+                 _row(w, "loop", 1000, 1e6 / speedup), _row(w, "loop_step", 1000, 1e6 / speedup)]
+    rows += [_row("W1", "numpy", 1000, 1e6 / speedup), _row("W1", "vectorized", 100000, 1e6, peak_rss_mb=peak_mb),
+             _row("W1", "grid_1x1", 100, 1.0, seconds=1.0),
+             _row("W1", "grid_8x16", 100, 1.0, seconds=grid_seconds)]
+    add_speedups(rows)
+    return rows
+
+
+def test_acceptance_checks_pass_and_fail_on_the_right_data():
+    config = {"large_clients": [100000], "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 100}}
+    good = acceptance(_acceptance_rows(speedup=40, scale_loss=1.5, grid_seconds=2.0), config)
+    assert all(c["passed"] for c in good) and len(good) == 10
+    bad = acceptance(_acceptance_rows(speedup=5, scale_loss=3.0, grid_seconds=9.0,
+                                      peak_mb=30 * 1024), config)
+    assert not any(c["passed"] for c in bad)
+    assert all("100000" not in claim for claim in failed)
+
+
+def test_bench_runs_end_to_end_on_a_tiny_plan(tmp_path):
+    config = {"quick": True, "clients": [2], "large_clients": [], "budget_s": 0.01,
+              "grid": {"K": 2, "lams": 2, "seeds": 2, "rounds": 2}, "local_steps": W.LOCAL_STEPS,
+              "step_size": W.STEP_SIZE}
+    result = run_bench(True, tmp_path, progress=False, config=config)
+    rows = result["rows"]
+    assert [(r["workload"], r["mode"]) for r in rows] == [
+        ("W1", m) for m in W.MODES] + [("W2", m) for m in W.MODES[:3]] + [
+        ("W1", "grid_1x1"), ("W1", "grid_2x2")]
+    assert all(r["client_steps_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
+    assert (tmp_path / "bench.csv").read_text().count("\n") == len(rows) + 1
+    assert json.loads((tmp_path / "summary.json").read_text())["checks"]
