@@ -153,7 +153,6 @@ def test_acceptance_checks_pass_and_fail_on_the_right_data():
     bad = acceptance(_acceptance_rows(speedup=5, scale_loss=3.0, grid_seconds=9.0,
                                       peak_mb=30 * 1024), config)
     assert not any(c["passed"] for c in bad)
-    assert all("100000" not in claim for claim in failed)
 
 
 def test_bench_runs_end_to_end_on_a_tiny_plan(tmp_path):

@@ -104,7 +104,7 @@ def loop_round(instance, learner, per_step: bool):
     or, per_step, a jitted local step: returns (round(params, t) -> params, compile s)."""
     task, fed = make_task(instance, learner), Federation("fedavg", LOCAL_STEPS)
     data = client_data(instance)
-    per_client = [jax.tree.map(lambda x: x[k], data) for k in range(instance.num_clients)]
+    per_client = [jax.tree.map(lambda x, k=k: x[k], data) for k in range(instance.num_clients)]
     weights, key = jnp.asarray(instance.p), jax.random.key(0)
     lrs = jnp.full((LOCAL_STEPS,), STEP_SIZE, jnp.float32)
     aggregate = jax.jit(lambda held, w: weighted_sum(jnp.stack(held), w))
