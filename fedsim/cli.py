@@ -89,6 +89,9 @@ def _add_tabular_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-seeds", type=int, default=1,
                    help="seeds seed, ..., seed+N-1 run as one vmapped program on the same instance")
     g.add_argument("--log-every", type=int, default=1, help="write every N-th round to metrics.csv")
+    g.add_argument("--log-points", type=int, default=None, metavar="N",
+                   help="instead of --log-every: evaluate and write about N log-spaced rounds "
+                        "(memory O(K + N), not O(T K), for long runs)")
     g.add_argument("--devices", type=int, default=1,
                    help="split the clients over this many devices (jax.sharding); K not a multiple "
                         "is padded with zero-weight clients. On a CPU, XLA_FLAGS="
@@ -116,7 +119,7 @@ def tabular_config(args: argparse.Namespace):
         local_steps=args.local_steps, participants=args.participants, schedule=args.schedule,
         lr=args.lr, beta=args.beta, gamma0=args.gamma0, server_optimizer=args.server_opt,
         server_lr=args.server_lr, seed=args.seed, num_seeds=args.num_seeds,
-        log_every=args.log_every, devices=args.devices)
+        log_every=args.log_every, log_points=args.log_points, devices=args.devices)
 
 
 def _run_tabular(args: argparse.Namespace) -> int:

@@ -144,3 +144,16 @@ def test_nonfinite_run_stops_naming_the_round(tmp_path, capsys):
         main(["run", "tabular", "--out", str(tmp_path / "nan"), "--r-max", "3e38"] + SMALL)
     assert exit_info.value.code == 3
     assert "NaN/Inf in round 1 " in capsys.readouterr().err
+
+
+def test_log_points_keep_log_spaced_rounds_of_the_same_run(tmp_path):
+    """--log-points evaluates only log-spaced rounds; training is unchanged."""
+    args = ["--clients", "3", "--states", "4", "--actions", "3", "--rounds", "40", "--gradient",
+            "sampled", "--batch", "2", "--quiet"]
+    assert main(["run", "tabular", "--out", str(tmp_path / "all")] + args) == 0
+    assert main(["run", "tabular", "--out", str(tmp_path / "log"), "--log-points", "6"] + args) == 0
+    every = {r["round"]: float(r["J"]) for r in _rows(tmp_path / "all" / "metrics.csv")}
+    sparse = {r["round"]: float(r["J"]) for r in _rows(tmp_path / "log" / "metrics.csv")}
+    assert list(sparse) == ["1", "2", "4", "9", "19", "40"]
+    for t, J in sparse.items():
+        assert abs(J - every[t]) < 1e-6

@@ -246,15 +246,18 @@ def make_run(task: Task, fed: Federation):
 
 
 def make_checkpointed_run(task: Task, fed: Federation):
-    """run(state, data, weights, run_key, step_sizes (T, E), checkpoints (n,)) -> (state, metrics).
+    """run(state, data, weights, run_key, step_sizes (T, E), checkpoints (n,), first_round=0)
+    -> (state, metrics).
 
-    Trains T rounds but evaluates only after the round counts in `checkpoints` (increasing,
-    in [1, T]), so memory is O(state + checkpoints) rather than O(T): long runs keep
-    log-spaced checkpoints. Identical training to `make_run` (the same rounds and keys).
+    Trains from round count `first_round` up to checkpoints[-1] but evaluates only after the
+    round counts in `checkpoints` (increasing, in (first_round, T]), so memory is
+    O(K state + checkpoints) rather than O(T K): long runs keep log-spaced checkpoints.
+    Identical training to `make_run` (the same rounds and keys); consecutive calls continue
+    one another. Loop bounds are traced, so one compilation serves any checkpoint values.
     """
     train_round = make_train_round(task, fed)
 
-    def run(state: FedState, data, weights, run_key, step_sizes, checkpoints):
+    def run(state: FedState, data, weights, run_key, step_sizes, checkpoints, first_round=0):
         def segment(carry, stop):
             state, start = carry
             state = jax.lax.fori_loop(
@@ -263,7 +266,7 @@ def make_checkpointed_run(task: Task, fed: Federation):
             state, metrics = _evaluate(task, state, data, weights, stop - 1)
             return (state, stop), metrics
 
-        (state, _), metrics = jax.lax.scan(segment, (state, jnp.int32(0)),
+        (state, _), metrics = jax.lax.scan(segment, (state, jnp.asarray(first_round, jnp.int32)),
                                            jnp.asarray(checkpoints, jnp.int32))
         return state, metrics
 

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedsim.engine import Federation, init_state, make_run, raise_if_nonfinite, step_sizes
+from fedsim.engine import (Federation, init_state, log_checkpoints, make_checkpointed_run,
+                           raise_if_nonfinite, step_sizes)
 from fedsim.engine.sharding import client_mesh, pad_clients, padded_size, shard_clients
 from fedsim.errors import check_choice, check_int, check_real, require
 from fedsim.results import prepare_out_dir, write_csv, write_json, write_npz
@@ -52,6 +53,7 @@ class TabularRunConfig:
     seed: int = 0
     num_seeds: int = 1
     log_every: int = 1
+    log_points: int | None = None
     devices: int = 1
 
     def validate(self) -> "TabularRunConfig":
@@ -64,6 +66,8 @@ class TabularRunConfig:
         check_int("seed", self.seed, 0)
         check_int("num_seeds", self.num_seeds, 1)
         check_int("log_every", self.log_every, 1)
+        if self.log_points is not None:
+            check_int("log_points", self.log_points, 1)
         available = len(jax.devices())
         require(isinstance(self.devices, int) and 1 <= self.devices <= available, "devices",
                 self.devices, f"must be an integer in [1, {available}], the devices JAX sees "
@@ -82,6 +86,14 @@ class TabularRunConfig:
                "adam": optax.adam}.get(self.server_optimizer)
         return Federation(self.algorithm, self.local_steps, self.participants,
                           opt(self.server_lr) if opt else None)
+
+    def logged_rounds(self) -> np.ndarray:
+        """Round counts (1-based) evaluated and written: about log_points log-spaced ones if
+        set, else every log_every-th; always the last."""
+        if self.log_points is not None:
+            return log_checkpoints(self.rounds, self.log_points)
+        every = np.arange(self.log_every, self.rounds + 1, self.log_every)
+        return np.unique(np.append(every, self.rounds)).astype(np.int32)
 
     def step_sizes(self, mei_step: float) -> np.ndarray:
         lr = mei_step if self.lr == "mei" else self.lr
@@ -136,41 +148,44 @@ def run_tabular(config: TabularRunConfig, out: Path | None = None, progress: boo
     if config.devices > 1:
         states = states._replace(client_params=shard_clients(states.client_params, mesh, 1),
                                  private=shard_clients(states.private, mesh, 1))
-    run = jax.vmap(make_run(task, fed), in_axes=(0, None, None, 0, None, None))
-
-    lengths = _chunks(config.rounds)
+    # Evaluated only at logged rounds: memory is O(K state + logged rounds), not O(T K).
+    run = jax.vmap(make_checkpointed_run(task, fed), in_axes=(0, None, None, 0, None, None, None))
+    checkpoints, lrs_device = config.logged_rounds(), jnp.asarray(lrs)
+    groups = _chunks(len(checkpoints))   # checkpoints per call, for the progress bar
     compiled, compile_s = {}, 0.0
-    for n in sorted(set(lengths)):
+    for n in sorted(set(groups)):
         start = time.perf_counter()
         compiled[n] = jax.jit(run, donate_argnums=0).lower(
-            states, data, weights, run_keys, jnp.asarray(lrs[:n]), jnp.int32(0)).compile()
+            states, data, weights, run_keys, lrs_device, jnp.asarray(checkpoints[:n]),
+            jnp.int32(0)).compile()
         compile_s += time.perf_counter() - start
 
-    chunks, first = [], 0
+    chunks, done = [], 0
     bar = _progress_bar(config.rounds, progress)
     start = time.perf_counter()
-    for n in lengths:
-        states, metrics = compiled[n](states, data, weights, run_keys,
-                                      jnp.asarray(lrs[first:first + n]), jnp.int32(first))
+    for i, n in enumerate(np.cumsum([0] + groups[:-1])):
+        stops = checkpoints[n:n + groups[i]]
+        states, metrics = compiled[groups[i]](states, data, weights, run_keys, lrs_device,
+                                              jnp.asarray(stops), jnp.int32(done))
         raise_if_nonfinite(states.nonfinite_round)  # stops at the end of the chunk it happened in
         chunks.append(jax.device_get(metrics))
-        first += n
-        bar.update(n)
+        bar.update(int(stops[-1]) - done)
+        done = int(stops[-1])
     bar.close()
     run_s = time.perf_counter() - start
     metrics = {name: np.concatenate([c[name] for c in chunks], axis=1) for name in chunks[0]}
     for name in ("J_client", "J_personal_client"):   # drop padded clients
         metrics[name] = metrics[name][..., :instance.num_clients]
 
-    logged = [t for t in range(config.rounds) if (t + 1) % config.log_every == 0 or t == config.rounds - 1]
-    rows = [{"seed": int(seed), "round": t + 1, "J": metrics["J"][i, t], "J_star": optimum.J_star,
-             "gap": optimum.J_star - float(metrics["J"][i, t]), "J0": metrics["J0"][i, t],
-             "J_personal": metrics["J_personal"][i, t], "step_size": lrs[t, 0]}
-            for i, seed in enumerate(seeds) for t in logged]
+    logged = list(enumerate(int(c) - 1 for c in checkpoints))   # (metrics index, round index)
+    rows = [{"seed": int(seed), "round": t + 1, "J": metrics["J"][i, j], "J_star": optimum.J_star,
+             "gap": optimum.J_star - float(metrics["J"][i, j]), "J0": metrics["J0"][i, j],
+             "J_personal": metrics["J_personal"][i, j], "step_size": lrs[t, 0]}
+            for i, seed in enumerate(seeds) for j, t in logged]
     client_rows = [{"seed": int(seed), "round": t + 1, "client": k,
-                    "J_client": metrics["J_client"][i, t, k],
-                    "J_personal_client": metrics["J_personal_client"][i, t, k]}
-                   for i, seed in enumerate(seeds) for t in logged
+                    "J_client": metrics["J_client"][i, j, k],
+                    "J_personal_client": metrics["J_personal_client"][i, j, k]}
+                   for i, seed in enumerate(seeds) for j, t in logged
                    for k in range(instance.num_clients)]
     client_steps = config.rounds * config.local_steps * fed.num_participants(instance.num_clients)
     summary = {
