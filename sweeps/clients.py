@@ -28,7 +28,7 @@ from fedsim.tabular.mdp import InstanceSpec, TabularInstance, make_instance
 from fedsim.tabular.task import LearnerSpec, regularizer
 from sweeps.rate import pilot_constants
 from sweeps.runner import Sweep
-from sweeps.simulate import simulate
+from sweeps.simulate import simulate_grid
 from theory import checks, rates
 
 COLUMNS = ["regime", "K", "lam", "seed", "round", "samples", "gap"]
@@ -93,8 +93,8 @@ def run_cell(config: dict, cell: dict) -> dict:
                          gamma0=max(16 * beta * pilot["L"], E))
     ckpt = log_checkpoints(rounds, config["checkpoints"])
     seeds = np.arange(1 if regime == "exact" else config["seeds"])
-    m = simulate([instance] * len(seeds), seeds, learner, Federation("fedavg", E),
-                 np.broadcast_to(lrs, (len(seeds),) + lrs.shape), ckpt)
+    m = {name: v[0] for name, v in simulate_grid([instance], seeds, learner,
+                                                 Federation("fedavg", E), lrs, ckpt).items()}
     gaps = pilot["J_star"] - m["J"].astype(np.float64)
     eps = config["lam_eps"] if regime == "lam_h" else config["eps"]
     samples_per_round = K * E * (config["batch"] if gradient == "sampled" else 0)

@@ -25,7 +25,7 @@ from fedsim.tabular import oracles
 from fedsim.tabular.mdp import InstanceSpec, make_instance
 from fedsim.tabular.task import LearnerSpec, regularizer
 from sweeps.runner import Sweep
-from sweeps.simulate import simulate
+from sweeps.simulate import simulate, simulate_grid
 from theory import bounds, checks, constants, rates
 
 COLUMNS = ["regime", "setting", "seed", "round", "gap"]
@@ -118,8 +118,9 @@ def _cached_pilot(config_json: str) -> dict:
 
 def _decaying_run(instance, learner, E, beta, gamma0, rounds, seeds, checkpoints):
     lrs = step_sizes("inverse_time", rounds, E, beta=beta, gamma0=gamma0)
-    return simulate([instance] * len(seeds), seeds, learner, Federation("fedavg", E),
-                    np.broadcast_to(lrs, (len(seeds),) + lrs.shape), checkpoints, keep_params=True)
+    m = simulate_grid([instance], seeds, learner, Federation("fedavg", E), lrs, checkpoints,
+                      keep_params=True)
+    return {name: v[0] for name, v in m.items()}
 
 
 def _sgd_decay(config):
@@ -173,8 +174,8 @@ def _sgd_constant(config, multiplier):
     lrs = step_sizes("constant", c["rounds"], E, lr=eta)
     ckpt = log_checkpoints(c["rounds"], config["checkpoints"])
     seeds = np.arange(c["seeds"])
-    m = simulate([instance] * len(seeds), seeds, learner, Federation("fedavg", E),
-                 np.broadcast_to(lrs, (len(seeds),) + lrs.shape), ckpt)
+    m = {name: v[0] for name, v in simulate_grid([instance], seeds, learner,
+                                                 Federation("fedavg", E), lrs, ckpt).items()}
     gaps = pilot["J_star"] - m["J"].astype(np.float64)
     tail = rates.tail_mask(ckpt, config["tail_fraction"])
     floor = float(gaps.mean(0)[tail].mean())

@@ -1,45 +1,95 @@
-"""Many tabular runs as one compiled program: instances x seeds vmapped, log checkpoints."""
+"""Many tabular runs as one compiled program, with metrics at log checkpoints.
+
+`simulate_grid` runs a product grid, lambda (optional) x instance x seed, as nested vmaps
+(fedsim.engine.grid): each instance's arrays are stored once however many seeds and lambda
+values use them. `simulate` runs paired lists (run i = instance i, seed i, schedule i).
+"""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedsim.engine import Federation, init_state, make_checkpointed_run, raise_if_nonfinite
-from fedsim.engine import Task
+from fedsim.engine import (Federation, Task, init_state, make_checkpointed_run,
+                           raise_if_nonfinite)
+from fedsim.engine.grid import grid_vmap
 from fedsim.tabular.mdp import TabularInstance, client_data
 from fedsim.tabular.task import LearnerSpec, make_task
+
+
+def _task(instances: list[TabularInstance], learner: LearnerSpec, keep_params: bool) -> Task:
+    """The task of instances that share what it closes over (S, A, gamma, rho, theta0, form)."""
+    first = instances[0]
+    for inst in instances[1:]:
+        assert inst.gamma == first.gamma and inst.reward_form == first.reward_form
+        assert np.array_equal(inst.rho, first.rho) and np.array_equal(inst.theta0, first.theta0)
+    task = make_task(first, learner)
+    if not keep_params:
+        return task
+    base = task.evaluate
+    return Task(task.init_private, task.direction,
+                lambda p, cp, d, w: {**base(p, cp, d, w), "theta": p})
+
+
+def _one_run(task: Task, fed: Federation, theta0, checkpoints):
+    def run(data, weights, key, lrs, lam=None):
+        if lam is not None:
+            data = {**data, "lam": lam}
+        state = init_state(task, fed, theta0, data, key)
+        state, metrics = make_checkpointed_run(task, fed)(state, data, weights, key, lrs,
+                                                          jnp.asarray(checkpoints, jnp.int32))
+        return state.nonfinite_round, metrics
+
+    return run
+
+
+def _stack(instances):
+    data = jax.tree.map(lambda *xs: jnp.stack(xs), *[client_data(inst) for inst in instances])
+    return data, jnp.stack([jnp.asarray(inst.p) for inst in instances])
+
+
+def _finish(nonfinite, metrics) -> dict:
+    raise_if_nonfinite(nonfinite)
+    return {name: np.asarray(value) for name, value in metrics.items()}
 
 
 def simulate(instances: list[TabularInstance], seeds, learner: LearnerSpec, fed: Federation,
              step_sizes, checkpoints, keep_params: bool = False) -> dict:
     """Run every (instance i, seed s) pair with run i using instances[i], seeds[i], step_sizes[i].
 
-    The instances must share what the task closes over (S, A, gamma, rho, theta0, reward
-    form); their arrays, weights and step sizes are batched. Returns the metrics as numpy
-    arrays with leading axes (runs, checkpoints), plus "theta" if keep_params.
+    Returns the metrics as numpy arrays with leading axes (runs, checkpoints), plus "theta"
+    if keep_params.
     """
-    first = instances[0]
-    for inst in instances[1:]:
-        assert inst.gamma == first.gamma and inst.reward_form == first.reward_form
-        assert np.array_equal(inst.rho, first.rho) and np.array_equal(inst.theta0, first.theta0)
-    task = make_task(first, learner)
-    if keep_params:
-        base = task.evaluate
-        task = Task(task.init_private, task.direction,
-                    lambda p, cp, d, w: {**base(p, cp, d, w), "theta": p})
-    data = jax.tree.map(lambda *xs: jnp.stack(xs), *[client_data(inst) for inst in instances])
-    weights = jnp.stack([jnp.asarray(inst.p) for inst in instances])
+    task = _task(instances, learner, keep_params)
+    data, weights = _stack(instances)
     keys = jax.vmap(jax.random.key)(jnp.asarray(np.asarray(seeds), jnp.uint32))
     lrs = jnp.asarray(np.asarray(step_sizes, np.float32))
-    theta0 = jnp.asarray(first.theta0)
+    run = _one_run(task, fed, jnp.asarray(instances[0].theta0), checkpoints)
+    return _finish(*jax.jit(jax.vmap(run))(data, weights, keys, lrs))
 
-    def one(data, weights, key, lrs):
-        state = init_state(task, fed, theta0, data, key)
-        return make_checkpointed_run(task, fed)(state, data, weights, key, lrs,
-                                                jnp.asarray(checkpoints, jnp.int32))
 
-    state, metrics = jax.jit(jax.vmap(one))(data, weights, keys, lrs)
-    raise_if_nonfinite(state.nonfinite_round)
-    return {name: np.asarray(value) for name, value in metrics.items()}
+def simulate_grid(instances: list[TabularInstance], seeds, learner: LearnerSpec, fed: Federation,
+                  step_sizes, checkpoints, *, lams=None, step_axes: Sequence[str] = (),
+                  keep_params: bool = False) -> dict:
+    """Every (lambda, instance, seed) combination in one compiled program.
+
+    lams: None (each instance's own lambda) or (n_lam, K) per-client lambda values.
+    step_sizes: (T, E), with a leading axis for each grid axis named in step_axes (in the
+    order lam, instance, seed). Returns metrics with leading axes ([n_lam,] n_instances,
+    n_seeds, checkpoints).
+    """
+    task = _task(instances, learner, keep_params)
+    data, weights = _stack(instances)
+    keys = jax.vmap(jax.random.key)(jnp.asarray(np.asarray(seeds), jnp.uint32))
+    axes = (("lam",) if lams is not None else ()) + ("instance", "seed")
+    varies = {"data": ["instance"], "weights": ["instance"], "key": ["seed"],
+              "lrs": [a for a in axes if a in step_axes]}
+    args = dict(data=data, weights=weights, key=keys,
+                lrs=jnp.asarray(np.asarray(step_sizes, np.float32)))
+    if lams is not None:
+        varies["lam"], args["lam"] = ["lam"], jnp.asarray(np.asarray(lams, np.float32))
+    run = _one_run(task, fed, jnp.asarray(instances[0].theta0), checkpoints)
+    return _finish(*jax.jit(grid_vmap(run, axes, varies))(**args))

@@ -23,7 +23,7 @@ from fedsim.tabular import oracles
 from fedsim.tabular.mdp import InstanceSpec, TabularInstance, make_instance
 from fedsim.tabular.task import LearnerSpec
 from sweeps.runner import Sweep
-from sweeps.simulate import simulate
+from sweeps.simulate import simulate_grid
 from theory import bounds, checks, constants, rates
 
 COLUMNS = ["regime", "lam", "seed", "client", "round", "gap", "intrinsic_loss",
@@ -77,56 +77,61 @@ def _exact_tradeoff(instance: TabularInstance) -> dict:
             "J0_star": float(J0_star)}
 
 
-def run_cell(config: dict, cell: dict) -> dict:
-    spec = config["instance"]
-    K = spec["num_clients"]
-    if cell["regime"] == "constant":
-        lam_kw = {"lam": cell["lam"]}
-    else:
-        lam_kw = {"lam_grid": (0.1 * cell["lam"], 0.9 * cell["lam"])}
-    instances = [make_instance(InstanceSpec(**spec, **lam_kw, seed=s))
-                 for s in range(config["instances"])]
-    exact = [_exact_tradeoff(inst) for inst in instances]
+def _lam_kwargs(regime: str, value: float) -> dict:
+    return {"lam": value} if regime == "constant" else {"lam_grid": (0.1 * value, 0.9 * value)}
 
-    # The federated global policy: FedAvg with exact gradients and E local steps.
-    T, E = config["rounds"], config["local_steps"]
+
+def run_cell(config: dict, cell: dict) -> dict:
+    """One regime: every lambda value x instance seed as one compiled program (a grid), then
+    the exact optima of each (lambda, instance) in float64."""
+    spec, regime = config["instance"], cell["regime"]
+    K, T, E = spec["num_clients"], config["rounds"], config["local_steps"]
+    grid = [[make_instance(InstanceSpec(**spec, **_lam_kwargs(regime, value), seed=s))
+             for s in range(config["instances"])] for value in cell["values"]]
+    # Instance draws do not depend on lambda: the grid shares each seed's arrays.
+    base = grid[0]
     # Step 1/span: the 1/L scaling of theory (L grows linearly with the reward span) without
     # Mei's (1-gamma)^3/8 factor, which at gamma = 0.7 leaves the runs far from eps.
-    lrs = np.stack([step_sizes("constant", T, E, lr=1 / max(constants.reward_span(inst), 1e-12))
-                    for inst in instances])
+    lrs = np.stack([[step_sizes("constant", T, E, lr=1 / max(constants.reward_span(inst), 1e-12))
+                     for inst in row] for row in grid])
     ckpt = log_checkpoints(T, config["checkpoints"])
-    m = simulate(instances, np.zeros(len(instances), int), LearnerSpec(), Federation("fedavg", E),
-                 lrs, ckpt, keep_params=True)
-    rows, info = [], {"rounds_to_eps": [], "fed_intrinsic_loss": [], "fed_bound": []}
-    for s, (inst, ex) in enumerate(zip(instances, exact)):
-        J_star = oracles.optimal_value(inst).J_star
-        gap = J_star - m["J"][s].astype(np.float64)
-        theta_T = m["theta"][s, -1]
-        fed_loss = ex["J0_star"] - _return(inst, theta_T, inst.R0[0])
-        info["rounds_to_eps"].append(rates.rounds_to_eps(ckpt, gap, config["eps"]))
-        info["fed_intrinsic_loss"].append(fed_loss)
-        info["fed_bound"].append(ex["intrinsic_loss_bound"] + gap[-1])
-        lam = float(np.mean(inst.lam))
-        for t, g in zip(ckpt, gap):
-            rows.append({"regime": cell["regime"], "lam": lam, "seed": s, "client": -1,
-                         "round": int(t), "gap": g, "intrinsic_loss": ex["intrinsic_loss"],
-                         "intrinsic_loss_bound": ex["intrinsic_loss_bound"],
-                         "personal_gain": float(ex["personal_gain"].mean()),
-                         "personal_gain_bound": float(ex["personal_gain_bound"].mean())})
-        for k in range(K):
-            rows.append({"regime": cell["regime"], "lam": float(inst.lam[k]), "seed": s,
-                         "client": k, "round": T, "gap": gap[-1],
-                         "intrinsic_loss": ex["intrinsic_loss"],
-                         "intrinsic_loss_bound": ex["intrinsic_loss_bound"],
-                         "personal_gain": float(ex["personal_gain"][k]),
-                         "personal_gain_bound": float(ex["personal_gain_bound"][k])})
-    info["lam_h_max"] = cell["lam"] * spec["h_max"]
-    info["worst_case_bounds"] = bounds.tradeoff_bounds(cell["lam"], spec["h_max"], 2 * spec["h_max"],
-                                                       spec["gamma"])
-    return {"rows": rows, "info": info}
+    m = simulate_grid(base, [0], LearnerSpec(), Federation("fedavg", E), lrs, ckpt,
+                      lams=np.stack([row[0].lam for row in grid]), step_axes=("lam", "instance"),
+                      keep_params=True)
+
+    parts = {}
+    for i, row in enumerate(grid):
+        rows, info = [], {"rounds_to_eps": [], "fed_intrinsic_loss": [], "fed_bound": []}
+        for s, inst in enumerate(row):
+            ex = _exact_tradeoff(inst)
+            J_star = oracles.optimal_value(inst).J_star
+            gap = J_star - m["J"][i, s, 0].astype(np.float64)
+            fed_loss = ex["J0_star"] - _return(inst, m["theta"][i, s, 0, -1], inst.R0[0])
+            info["rounds_to_eps"].append(rates.rounds_to_eps(ckpt, gap, config["eps"]))
+            info["fed_intrinsic_loss"].append(fed_loss)
+            info["fed_bound"].append(ex["intrinsic_loss_bound"] + gap[-1])
+            common = {"regime": regime, "seed": s, "intrinsic_loss": ex["intrinsic_loss"],
+                      "intrinsic_loss_bound": ex["intrinsic_loss_bound"]}
+            for t, g in zip(ckpt, gap):
+                rows.append({**common, "lam": float(np.mean(inst.lam)), "client": -1,
+                             "round": int(t), "gap": g,
+                             "personal_gain": float(ex["personal_gain"].mean()),
+                             "personal_gain_bound": float(ex["personal_gain_bound"].mean())})
+            for k in range(K):
+                rows.append({**common, "lam": float(inst.lam[k]), "client": k, "round": T,
+                             "gap": gap[-1], "personal_gain": float(ex["personal_gain"][k]),
+                             "personal_gain_bound": float(ex["personal_gain_bound"][k])})
+        value = cell["values"][i]
+        info["lam_h_max"] = value * spec["h_max"]
+        info["worst_case_bounds"] = bounds.tradeoff_bounds(value, spec["h_max"],
+                                                           2 * spec["h_max"], spec["gamma"])
+        parts[f"{regime}-{i}"] = {"rows": rows, "info": info}
+    return {"rows": [r for part in parts.values() for r in part["rows"]], "parts": parts}
 
 
 def summarize(config: dict, results: dict):
+    results = {name: part for cell in results.values() for name, part in cell["parts"].items()}
+
     def collect(regime):
         cells = [c for c in results if c.startswith(regime + "-")]
         rows = [r for c in cells for r in results[c]["rows"]]
@@ -173,8 +178,6 @@ def summarize(config: dict, results: dict):
 
 def make_sweep(quick: bool) -> Sweep:
     config = make_config(quick)
-    cells = ([{"id": f"constant-{i}", "regime": "constant", "lam": lam}
-              for i, lam in enumerate(config["lams"])]
-             + [{"id": f"grid-{i}", "regime": "grid", "lam": s}
-                for i, s in enumerate(config["grid_scales"])])
+    cells = [{"id": "constant", "regime": "constant", "values": config["lams"]},
+             {"id": "grid", "regime": "grid", "values": config["grid_scales"]}]
     return Sweep("tradeoff", config, cells, run_cell, summarize, COLUMNS)
