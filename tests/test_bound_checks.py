@@ -61,10 +61,8 @@ def test_r2_linear_speedup_stochastic_and_flat_exact():
 def test_r3_bounds_hold_and_trends_are_monotone():
     config = copy.deepcopy(tradeoff.make_config(quick=True))
     config.update(instances=2, rounds=60, checkpoints=10)
-    results = {f"constant-{i}": tradeoff.run_cell(config, {"regime": "constant", "lam": lam})
-               for i, lam in enumerate([0.0, 0.5, 1.0, 2.0])}
-    results.update({f"grid-{i}": tradeoff.run_cell(config, {"regime": "grid", "lam": s})
-                    for i, s in enumerate([0.0, 1.0, 2.0])})
+    results = {regime: tradeoff.run_cell(config, {"regime": regime, "values": values})
+               for regime, values in (("constant", [0.0, 0.5, 1.0, 2.0]), ("grid", [0.0, 1.0, 2.0]))}
     verdicts, _ = tradeoff.summarize(config, results)
     by_claim = {v.claim: v for v in verdicts}
     for claim, verdict in by_claim.items():
