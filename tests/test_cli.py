@@ -98,6 +98,8 @@ BAD = [
     (["--horizon", "0"], "--horizon (H) = 0", "integer >= 1"),
     (["--reg", "entropy"], "--tau = 0.0", "> 0 with reg = entropy"),
     (["--algorithm", "local", "--server-opt", "adam"], "--server-opt", "local algorithm"),
+    (["--client-block", "0"], "--client-block = 0", "integer >= 1"),
+    (["--log-points", "0"], "--log-points = 0", "integer >= 1"),
     (["--devices", "0"], "--devices = 0", "[1, 1]"),
     (["--devices", "2"], "--devices = 2", "[1, 1]"),   # the test process has one device
 ]

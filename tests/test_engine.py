@@ -202,3 +202,22 @@ def test_checkpointed_run_equals_full_run_at_the_checkpoints():
                                                              checkpoints)
     np.testing.assert_allclose(sparse["J"], full["J"][checkpoints - 1], rtol=1e-6)
     np.testing.assert_allclose(state.params, full_state.params, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("algorithm,participants", [("fedavg", None), ("local", None),
+                                                    ("fedavg", 2)])
+def test_client_blocks_equal_one_vmap(algorithm, participants):
+    """Federation.client_block (lax.map over blocks, vmap inside) computes the same rounds;
+    a block size that does not divide the clients leaves a remainder block."""
+    inst = small_instance()   # 4 clients: blocks of 3 leave a remainder of 1
+    task = make_task(inst, LearnerSpec("sampled", batch=2, horizon=6))
+    data, weights, key = client_data(inst), jnp.asarray(inst.p), jax.random.key(3)
+    lrs = jnp.full((6, 2), 0.5)
+    results = []
+    for block in (None, 3):
+        fed = Federation(algorithm, 2, participants, client_block=block)
+        state0 = init_state(task, fed, jnp.asarray(inst.theta0), data, key)
+        results.append(jax.jit(make_run(task, fed))(state0, data, weights, key, lrs, 0))
+    (s1, m1), (s2, m2) = results
+    np.testing.assert_allclose(m2["J"], m1["J"], rtol=1e-6)
+    np.testing.assert_allclose(s2.client_params, s1.client_params, rtol=1e-6, atol=1e-7)

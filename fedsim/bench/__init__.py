@@ -17,7 +17,7 @@ from pathlib import Path
 from fedsim.bench import workloads as W
 from fedsim.results import prepare_out_dir, write_csv, write_json
 
-COLUMNS = ["workload", "mode", "K", "rounds", "client_steps", "seconds", "client_steps_per_s",
+COLUMNS = ["workload", "mode", "K", "client_block", "rounds", "client_steps", "seconds", "client_steps_per_s",
            "env_steps_per_s", "compile_s", "peak_rss_mb", "vectorized_speedup"]
 
 
@@ -56,7 +56,9 @@ def run_cell(cell: dict) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"benchmark cell {cell} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    row = {"workload": cell["workload"], "mode": cell["mode"], "K": cell["K"], **result}
+    row = {"workload": cell["workload"], "mode": cell["mode"], "K": cell["K"],
+           "client_block": (W.client_block_for(cell["K"]) or "") if cell["mode"] == "vectorized" else "",
+           **result}
     row["client_steps_per_s"] = row["client_steps"] / row["seconds"]
     env = W.env_steps_per_client_step(cell["workload"])
     row["env_steps_per_s"] = row["client_steps_per_s"] * env if env else ""

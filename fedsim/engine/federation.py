@@ -65,18 +65,26 @@ class Task(NamedTuple):
 
 @dataclass(frozen=True)
 class Federation:
-    """How rounds run. `participants` (m) of K clients take part each round (None: all)."""
+    """How rounds run. `participants` (m) of K clients take part each round (None: all).
+
+    client_block: None vmaps all clients at once; b runs them in blocks of b (vmap inside a
+    block, a loop over blocks: `jax.lax.map(batch_size=b)`), the same computation with the
+    working set of b clients, for K whose state outgrows the CPU's caches or the GPU memory.
+    """
 
     algorithm: str = "fedavg"
     local_steps: int = 1
     participants: int | None = None
     server_optimizer: optax.GradientTransformation | None = None
+    client_block: int | None = None
 
     def validate(self, num_clients: int) -> "Federation":
         check_choice("algorithm", self.algorithm, ALGORITHMS)
         check_int("local_steps (E)", self.local_steps, 1)
         if self.participants is not None:
             check_int("participants (m)", self.participants, 1, num_clients)
+        if self.client_block is not None:
+            check_int("client_block", self.client_block, 1)
         require(self.server_optimizer is None or self.algorithm != "local", "server_opt",
                 "set", "must be none with the local algorithm (there is no aggregation)")
         return self
@@ -100,6 +108,14 @@ def init_state(task: Task, fed: Federation, params0, data, run_key) -> FedState:
     client_params = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_clients,) + x.shape), params0)
     opt_state = fed.server_optimizer.init(params0) if fed.server_optimizer else ()
     return FedState(params0, opt_state, client_params, private, jnp.asarray(-1, jnp.int32))
+
+
+def map_clients(fn, block: int | None):
+    """fn mapped over the leading client axis of all its arguments: one vmap, or blocks of
+    `block` clients (see Federation.client_block)."""
+    if block is None:
+        return jax.vmap(fn)
+    return lambda *args: jax.lax.map(lambda xs: fn(*xs), args, batch_size=block)
 
 
 def _ascend(params, direction, lr):
@@ -172,8 +188,14 @@ def make_train_round(task: Task, fed: Federation):
         else:
             local = fed.algorithm == "local"
             start = take(state.client_params) if local else state.params
-            held, private_s = jax.vmap(local_training, (0 if local else None, 0, 0, 0, None))(
-                start, private_s, data_s, keys, lrs)
+            if local:
+                held, private_s = map_clients(
+                    lambda p, pr, d, k: local_training(p, pr, d, k, lrs), fed.client_block)(
+                        start, private_s, data_s, keys)
+            else:
+                held, private_s = map_clients(
+                    lambda pr, d, k: local_training(start, pr, d, k, lrs), fed.client_block)(
+                        private_s, data_s, keys)
             if local:
                 target = None
             elif full:

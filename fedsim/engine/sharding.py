@@ -9,6 +9,10 @@ K not divisible by the device count is padded with copies of the last client tha
 weight 0: they compute but never reach the aggregate, the global metrics, or the results
 (callers drop the padded rows of per-client outputs). Sampling participants would draw
 padded clients, so partial participation needs K divisible by the device count.
+
+Several hosts: every process runs the same program after `jax.distributed.initialize()`;
+`jax.devices()` then lists every process's devices, the mesh spans them all, and `to_host`
+gathers results (see the README, "Scaling out").
 """
 
 from __future__ import annotations
@@ -47,14 +51,25 @@ def pad_clients(data, weights, num_devices: int):
 
 
 def shard_clients(tree, mesh: Mesh, client_axis: int = 0):
-    """Place every leaf with its `client_axis` split over the mesh (the rest replicated)."""
+    """Place every leaf with its `client_axis` split over the mesh (the rest replicated).
+
+    Every process holds the whole (host) array and hands each of its devices that device's
+    slice, which is how a global array is built with several processes (jax.distributed).
+    """
     def place(x):
         spec = [None] * x.ndim
         spec[client_axis] = CLIENT_AXIS
-        return jax.device_put(x, NamedSharding(mesh, PartitionSpec(*spec)))
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, NamedSharding(mesh, PartitionSpec(*spec)),
+                                            lambda index: host[index])
 
     return jax.tree.map(place, tree)
 
 
-def replicate(tree, mesh: Mesh):
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+def to_host(tree):
+    """numpy copies of (possibly sharded) arrays; with several processes, gathered from all."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)

@@ -24,7 +24,7 @@ import optax
 
 from fedsim.engine import (Federation, init_state, log_checkpoints, make_checkpointed_run,
                            raise_if_nonfinite, step_sizes)
-from fedsim.engine.sharding import client_mesh, pad_clients, padded_size, shard_clients
+from fedsim.engine.sharding import client_mesh, pad_clients, padded_size, shard_clients, to_host
 from fedsim.errors import check_choice, check_int, check_real, require
 from fedsim.results import prepare_out_dir, write_csv, write_json, write_npz
 from fedsim.tabular import oracles
@@ -55,6 +55,7 @@ class TabularRunConfig:
     log_every: int = 1
     log_points: int | None = None
     devices: int = 1
+    client_block: int | None = None
 
     def validate(self) -> "TabularRunConfig":
         self.instance.validate()
@@ -85,7 +86,7 @@ class TabularRunConfig:
         opt = {"none": None, "sgd": optax.sgd, "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
                "adam": optax.adam}.get(self.server_optimizer)
         return Federation(self.algorithm, self.local_steps, self.participants,
-                          opt(self.server_lr) if opt else None)
+                          opt(self.server_lr) if opt else None, self.client_block)
 
     def logged_rounds(self) -> np.ndarray:
         """Round counts (1-based) evaluated and written: about log_points log-spaced ones if
@@ -125,6 +126,8 @@ def run_tabular(config: TabularRunConfig, out: Path | None = None, progress: boo
     """Run `config` (seeds vmapped), write the results folder if `out` is given; return them."""
     config.validate()
     config_dict = dataclasses.asdict(config)
+    if jax.process_index() != 0:   # with several processes (jax.distributed), one writes
+        out = None
     if out is not None:
         out = prepare_out_dir(Path(out), config_dict)
 
@@ -167,8 +170,8 @@ def run_tabular(config: TabularRunConfig, out: Path | None = None, progress: boo
         stops = checkpoints[n:n + groups[i]]
         states, metrics = compiled[groups[i]](states, data, weights, run_keys, lrs_device,
                                               jnp.asarray(stops), jnp.int32(done))
-        raise_if_nonfinite(states.nonfinite_round)  # stops at the end of the chunk it happened in
-        chunks.append(jax.device_get(metrics))
+        raise_if_nonfinite(to_host(states.nonfinite_round))  # at the end of the chunk
+        chunks.append(to_host(metrics))
         bar.update(int(stops[-1]) - done)
         done = int(stops[-1])
     bar.close()
