@@ -134,6 +134,12 @@ def tabular_config(args: argparse.Namespace):
         client_block=args.client_block)
 
 
+def jax_process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
 def _start_distributed(args: argparse.Namespace) -> None:
     """jax.distributed.initialize(): on TPU pods, Slurm and Open MPI every argument is detected;
     elsewhere --coordinator, --num-processes and --process-id give them."""
@@ -151,6 +157,8 @@ def _run_tabular(args: argparse.Namespace) -> int:
         _start_distributed(args)
     config = tabular_config(args).validate()  # before anything is compiled
     result = run_tabular(config, args.out, progress=not args.quiet)
+    if args.distributed and jax_process_index() != 0:
+        return 0   # process 0 reports and writes
     s = result["summary"]
     gaps = list(s["final_gap"].values())
     print(f"J* = {s['J_star']:.6g} ({s['J_star_method']}, tolerance {s['J_star_tolerance']:.2g})")

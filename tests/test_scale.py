@@ -167,3 +167,36 @@ def test_bench_runs_end_to_end_on_a_tiny_plan(tmp_path):
     assert all(r["client_steps_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
     assert (tmp_path / "bench.csv").read_text().count("\n") == len(rows) + 1
     assert json.loads((tmp_path / "summary.json").read_text())["checks"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_with_jax_distributed_equal_one_process(tmp_path):
+    """Multi-host in miniature: two CPU processes (jax.distributed, Gloo collectives over
+    localhost), one device each, K = 5 padded to 6, write the same metrics as one process
+    with two devices. Only process 0 writes."""
+    args = ["--clients", "5", "--states", "4", "--actions", "3", "--rounds", "6", "--gradient",
+            "sampled", "--batch", "2", "--devices", "2", "--quiet"]
+    port, env = _free_port(), {**__import__("os").environ, "JAX_PLATFORMS": "cpu"}
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "fedsim.cli", "run", "tabular", *args, "--distributed",
+         "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i),
+         "--out", str(tmp_path / "two")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for i in range(2)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    for w, (_, err) in zip(workers, outputs):
+        assert w.returncode == 0, err[-3000:]
+    assert "results in" in outputs[0][0] and "results in" not in outputs[1][0]
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    one = subprocess.run([sys.executable, "-m", "fedsim.cli", "run", "tabular", *args,
+                          "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    for name in ("metrics.csv", "clients.csv"):
+        assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text()
