@@ -205,7 +205,7 @@ def test_checkpointed_run_equals_full_run_at_the_checkpoints():
 
 
 @pytest.mark.parametrize("algorithm,participants", [("fedavg", None), ("local", None),
-                                                    ("fedavg", 2)])
+                                                    ("centralized", None), ("fedavg", 2)])
 def test_client_blocks_equal_one_vmap(algorithm, participants):
     """Federation.client_block (lax.map over blocks, vmap inside) computes the same rounds;
     a block size that does not divide the clients leaves a remainder block."""

@@ -162,8 +162,8 @@ def make_train_round(task: Task, fed: Federation):
             params, private = carry
             e, lr = xs
             step_keys = jax.vmap(K_.client_step_key, (0, None))(keys, e)
-            directions, private = jax.vmap(task.direction, (None, 0, 0, 0))(params, private, data,
-                                                                             step_keys)
+            directions, private = map_clients(lambda pr, d, k: task.direction(params, pr, d, k),
+                                              fed.client_block)(private, data, step_keys)
             return (_ascend(params, weighted_sum(directions, weights), lr), private), None
 
         (params, private), _ = jax.lax.scan(step, (params, private), (jnp.arange(E), lrs))
