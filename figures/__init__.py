@@ -209,7 +209,46 @@ def tradeoff_figures(folder: Path, out: Path) -> list[Path]:
     return _save(fig, out, "tradeoff")
 
 
-DRAWERS = {"rate": rate_figures, "clients": clients_figures, "tradeoff": tradeoff_figures}
+def movielens_figures(folder: Path, out: Path) -> list[Path]:
+    """Like the authors' MovieLens figures: accuracy by round (with the global line), and the
+    per-client accuracy and Spearman distributions by round, for FedRLHF."""
+    import matplotlib.pyplot as plt
+
+    colors = _theme()
+    rows, summary = _read(folder)
+    with open(folder / "clients.csv") as f:
+        clients = list(csv.DictReader(f))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax = axes[0]
+    for i, algorithm in enumerate(summary["algorithms"]):
+        for split, style in (("test", "-"), ("train", "--")):
+            sel = [r for r in rows if r["algorithm"] == algorithm and r["split"] == split]
+            (xs, mean, half), = _curves(sel, ["algorithm"], y="accuracy").values()
+            _band(ax, xs, mean, half, colors[i], f"{algorithm} ({split})")
+            ax.lines[-1].set_linestyle(style)
+    ax.axhline(summary["user_majority_test_accuracy"], color="grey", ls=":", label="user majority")
+    ax.set(xlabel="round", ylabel="accuracy (pooled over ratings)",
+           title=f"{summary['clients']} clients, 95% CI over seeds")
+    ax.legend(fontsize=7)
+    fed = [r for r in clients if r["algorithm"] == "fedavg" and r["seed"] == "0"]
+    rounds = sorted({int(r["round"]) for r in fed})
+    for ax, column, label in ((axes[1], "test_accuracy", "test accuracy"),
+                              (axes[2], "test_spearman", "Spearman(score, label), test")):
+        values = [[float(r[column]) for r in fed if int(r["round"]) == t and r[column] != "nan"]
+                  for t in rounds]
+        ax.violinplot(values, positions=rounds, showmedians=True, widths=0.8)
+        ax.set(xlabel="round", ylabel=label, title=f"FedRLHF per client, seed 0: {label}")
+    if fed:
+        weighted = [r for r in rows if r["algorithm"] == "fedavg" and r["split"] == "test"
+                    and r["seed"] == "0"]
+        axes[1].plot([int(r["round"]) for r in weighted], [float(r["accuracy"]) for r in weighted],
+                     "k-", lw=1.2, label="global (pooled)")
+        axes[1].legend(fontsize=7)
+    return _save(fig, out, "movielens")
+
+
+DRAWERS = {"rate": rate_figures, "clients": clients_figures, "tradeoff": tradeoff_figures,
+           "movielens": movielens_figures}
 
 
 def make_figures(results: Path, out: Path) -> list[Path]:
@@ -219,7 +258,8 @@ def make_figures(results: Path, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     found = {}
     if (results / "summary.json").exists():
-        name = json.loads((results / "summary.json").read_text()).get("sweep")
+        summary = json.loads((results / "summary.json").read_text())
+        name = summary.get("sweep") or summary.get("experiment")
         if name in DRAWERS:
             found[name] = results
     for name in DRAWERS:

@@ -31,7 +31,7 @@ def _task(instances: list[TabularInstance], learner: LearnerSpec, keep_params: b
         return task
     base = task.evaluate
     return Task(task.init_private, task.direction,
-                lambda p, cp, d, w: {**base(p, cp, d, w), "theta": p})
+                lambda p, cp, pr, d, w: {**base(p, cp, pr, d, w), "theta": p})
 
 
 def _one_run(task: Task, fed: Federation, theta0, checkpoints):

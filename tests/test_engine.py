@@ -155,7 +155,7 @@ def test_flax_policy_with_private_client_state():
         private = {"reward_model": private["reward_model"] + 0.0 * data, "steps": private["steps"] + 1}
         return jax.grad(objective)(params, private["reward_model"]), private
 
-    def evaluate(params, client_params, data, weights):
+    def evaluate(params, client_params, private, data, weights):
         return {"J": jnp.zeros(())}
 
     task = Task(init_private, direction, evaluate)

@@ -53,14 +53,15 @@ class Task(NamedTuple):
         The ascent direction of client k's local objective at `params` (an exact or
         stochastic gradient, a Q-learning target step, ...); the local step is
         params + eta_t * direction.
-    evaluate(global_params, client_params, data, weights) -> {name: array}
+    evaluate(global_params, client_params, private, data, weights) -> {name: array}
         Metrics of a round, given the global parameters, the (K, ...) parameters each
-        client holds and all clients' data; called once per round, outside the vmap.
+        client holds, the clients' private state (a client evaluates its own personal
+        model; only the metrics leave it) and all clients' data; called outside the vmap.
     """
 
     init_private: Callable[[ClientData, jax.Array], Private]
     direction: Callable[[Params, Private, ClientData, jax.Array], tuple[Params, Private]]
-    evaluate: Callable[[Params, Params, ClientData, jax.Array], dict]
+    evaluate: Callable[[Params, Params, Private, ClientData, jax.Array], dict]
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ def _flag_nonfinite(state: FedState, tree, round_index) -> FedState:
 
 
 def _evaluate(task: Task, state: FedState, data, weights, round_index):
-    metrics = task.evaluate(state.params, state.client_params, data, weights)
+    metrics = task.evaluate(state.params, state.client_params, state.private, data, weights)
     return _flag_nonfinite(state, metrics, round_index), metrics
 
 

@@ -81,7 +81,7 @@ def make_task(instance: TabularInstance, learner: LearnerSpec) -> Task:
                                     estimator=learner.estimator)
         return grad, private
 
-    def evaluate(theta, client_thetas, data, weights):
+    def evaluate(theta, client_thetas, private, data, weights):
         r = reward(data)
         per_client = oracles.returns(theta, data["P"], r, rho, gamma, reg)
         personal = jax.vmap(oracles.client_return, (0, 0, 0, None, None, None))(

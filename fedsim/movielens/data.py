@@ -1,0 +1,189 @@
+"""MovieLens ratings: find, verify and load them; a synthetic look-alike; per-user splits.
+
+Where the data come from, in order: an explicit path (`--data`), the FEDSIM_DATA environment
+variable (a file or a folder holding it), then `../shared/data/` beside the project. Nothing
+is downloaded unless asked (`download`). A zip is checked against its published sha256.
+Labels follow the FedRLHF authors: a rating >= 4 is a positive ("recommend").
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedsim.errors import check_int, check_real, require
+
+DATASETS = {
+    "ml-latest-small": {
+        "sha256": "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
+        "url": "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip",
+    },
+}
+POSITIVE_RATING = 4.0
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class DataError(FileNotFoundError):
+    """Missing or corrupt data, with where we looked and what to do."""
+
+
+@dataclass(frozen=True)
+class Ratings:
+    """Ratings with users and movies renumbered 0..n-1 (in order of their original ids)."""
+
+    user: np.ndarray       # (N,) int32
+    movie: np.ndarray      # (N,) int32
+    rating: np.ndarray     # (N,) float32, 0.5 ... 5 stars
+    genres: np.ndarray     # (n_movies, G) float32 one-hot (several genres per movie)
+    genre_names: tuple[str, ...]
+    source: str
+
+    @property
+    def num_users(self) -> int:
+        return int(self.user.max()) + 1
+
+    @property
+    def num_movies(self) -> int:
+        return self.genres.shape[0]
+
+    @property
+    def label(self) -> np.ndarray:
+        return (self.rating >= POSITIVE_RATING).astype(np.float32)
+
+
+def locate(data: str | Path | None = None, name: str = "ml-latest-small") -> Path:
+    """The zip (or unpacked folder) of dataset `name`: --data, then $FEDSIM_DATA, then
+    ../shared/data/. Raises DataError saying where it looked and how to get the data."""
+    looked = []
+    for base in (data, os.environ.get("FEDSIM_DATA"), PROJECT_ROOT.parent / "shared" / "data"):
+        if not base:
+            continue
+        base = Path(base)
+        for candidate in (base, base / f"{name}.zip", base / name):
+            looked.append(str(candidate))
+            if candidate.is_file() or (candidate.is_dir() and (candidate / "ratings.csv").is_file()):
+                return candidate
+    raise DataError(
+        f"MovieLens {name} not found (looked at: {', '.join(looked) or 'nothing given'}). "
+        f"Download {DATASETS[name]['url']} and pass its path with --data, or set FEDSIM_DATA "
+        f"to the folder holding {name}.zip (or run with --download).")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(dest: Path, name: str = "ml-latest-small") -> Path:
+    """Fetch the GroupLens zip into `dest` (only when the user asks), verified."""
+    import urllib.request
+
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / f"{name}.zip"
+    if not target.exists():
+        partial = target.with_suffix(".part")
+        urllib.request.urlretrieve(DATASETS[name]["url"], partial)
+        partial.rename(target)
+    return target
+
+
+def load(path: Path, name: str = "ml-latest-small") -> Ratings:
+    """Ratings from the zip (checksum verified) or an unpacked folder."""
+    path = Path(path)
+    if path.is_file():
+        expected = DATASETS.get(name, {}).get("sha256")
+        actual = sha256(path)
+        if expected and actual != expected:
+            raise DataError(f"{path} has sha256 {actual}, expected {expected} for {name}: the "
+                            f"file is corrupt or another version; download it again")
+        try:
+            with zipfile.ZipFile(path) as z:
+                inner = {Path(n).name: n for n in z.namelist()}
+                read = lambda f: io.TextIOWrapper(z.open(inner[f]), encoding="utf-8").read()
+                ratings_text, movies_text = read("ratings.csv"), read("movies.csv")
+        except (zipfile.BadZipFile, KeyError) as error:
+            raise DataError(f"{path} is not a MovieLens zip with ratings.csv and movies.csv: "
+                            f"{error}") from error
+    else:
+        ratings_text = (path / "ratings.csv").read_text(encoding="utf-8")
+        movies_text = (path / "movies.csv").read_text(encoding="utf-8")
+    return _parse(ratings_text, movies_text, str(path))
+
+
+def _parse(ratings_text: str, movies_text: str, source: str) -> Ratings:
+    rows = list(csv.DictReader(io.StringIO(ratings_text)))
+    require(len(rows) > 0, "data", source, "must hold at least one rating")
+    users = np.array([int(r["userId"]) for r in rows])
+    movies = np.array([int(r["movieId"]) for r in rows])
+    ratings = np.array([float(r["rating"]) for r in rows], np.float32)
+    movie_rows = list(csv.DictReader(io.StringIO(movies_text)))
+    movie_genres = {int(r["movieId"]): r["genres"].split("|") for r in movie_rows}
+    genre_names = tuple(sorted({g for gs in movie_genres.values() for g in gs}))
+    movie_ids = np.unique(movies)   # only rated movies get an index
+    genres = np.zeros((len(movie_ids), len(genre_names)), np.float32)
+    column = {g: j for j, g in enumerate(genre_names)}
+    for i, m in enumerate(movie_ids):
+        for g in movie_genres.get(int(m), []):
+            genres[i, column[g]] = 1.0
+    return Ratings(np.searchsorted(np.unique(users), users).astype(np.int32),
+                   np.searchsorted(movie_ids, movies).astype(np.int32), ratings, genres,
+                   genre_names, source)
+
+
+def synthetic(num_users: int = 60, num_movies: int = 300, num_genres: int = 8,
+              ratings_per_user: tuple[int, int] = (20, 120), seed: int = 0) -> Ratings:
+    """A MovieLens-shaped data set for tests: users with genre tastes and their own rating
+    level, movies with 1-3 genres and a quality, half-star ratings in [0.5, 5]."""
+    check_int("num_users", num_users, 1)
+    check_int("num_movies", num_movies, 2)
+    check_int("num_genres", num_genres, 1)
+    rng = np.random.default_rng(seed)
+    genres = np.zeros((num_movies, num_genres), np.float32)
+    for m in range(num_movies):
+        genres[m, rng.choice(num_genres, rng.integers(1, min(3, num_genres) + 1), replace=False)] = 1
+    quality = rng.normal(0.0, 0.6, num_movies)
+    taste = rng.normal(0.0, 0.8, (num_users, num_genres))
+    level = rng.normal(3.5, 0.4, num_users)
+    user, movie, rating = [], [], []
+    for u in range(num_users):
+        n = int(rng.integers(ratings_per_user[0], ratings_per_user[1] + 1))
+        seen = rng.choice(num_movies, min(n, num_movies), replace=False)
+        affinity = genres[seen] @ taste[u] / np.maximum(genres[seen].sum(1), 1)
+        stars = level[u] + quality[seen] + affinity + rng.normal(0, 0.5, len(seen))
+        user += [u] * len(seen)
+        movie += list(seen)
+        rating += list(np.clip(np.round(stars * 2) / 2, 0.5, 5.0))
+    return Ratings(np.array(user, np.int32), np.array(movie, np.int32),
+                   np.array(rating, np.float32), genres,
+                   tuple(f"genre{j}" for j in range(num_genres)), f"synthetic(seed={seed})")
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def split_per_user(ratings: Ratings, fractions=(0.7, 0.1, 0.2), seed: int = 0) -> np.ndarray:
+    """Each rating's split (0 train, 1 validation, 2 test): every user's ratings are shuffled
+    and cut by `fractions`, so each user appears in every split it has ratings for."""
+    require(len(fractions) == 3 and abs(sum(fractions) - 1) < 1e-9, "fractions", fractions,
+            "must be three numbers summing to 1")
+    for f in fractions:
+        check_real("fractions", f, 0.0, 1.0)
+    rng = np.random.default_rng(seed)
+    split = np.zeros(len(ratings.user), np.int8)
+    for u in range(ratings.num_users):
+        idx = rng.permutation(np.flatnonzero(ratings.user == u))
+        n_train = int(round(fractions[0] * len(idx)))
+        n_val = int(round(fractions[1] * len(idx)))
+        split[idx[n_train:n_train + n_val]] = 1
+        split[idx[n_train + n_val:]] = 2
+    return split

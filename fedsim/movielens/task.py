@@ -1,0 +1,160 @@
+"""The MovieLens FedRLHF task: a Q-network recommender trained by local fitted Q-learning on
+the shaped reward R0 + lambda_k r_k, with personal parameters and a reward model that stay on
+the client.
+
+State s = (user, movie); actions {recommend, skip}. Intrinsic reward R0(s, recommend) = +1 if
+the rating is >= 4 else -1, and R0(s, skip) = -R0(s, recommend) (the authors' +-1 for matching
+the label). The feedback reward r_k(s, recommend) = tanh(reward model), r_k(s, skip) = -r_k(s,
+recommend), so |r_k| <= H_max = 1. Both actions' rewards are known in this simulation, so a
+local step regresses Q(s, .) on them for a minibatch of the client's training ratings (fitted Q
+with full information). Items do not depend on the action taken, so a bootstrap term
+gamma max_a' Q(s', a') (the authors' gamma = 0.99) would be the same for both actions and
+leave the recommendation argmax_a Q(s, a) unchanged; it is left out (gamma = 0).
+
+Shared (aggregated) parameters: movie embeddings and the MLP (flax). Private: the user's
+embedding and action biases (personalisation), and the reward model's weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fedsim.engine import Task
+from fedsim.errors import check_int, check_real
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    dim: int = 16          # movie and user embedding size
+    hidden: int = 64       # MLP width
+    batch: int = 32        # ratings per local step
+    private_lr: float = 0.03  # Adam step size of the private (user) parameters
+    embedding_scale: float = 100.0   # SGD gain of the movie embeddings relative to the MLP
+    reward_steps: int = 200   # gradient steps fitting the local reward model
+    reward_l2: float = 0.01
+
+    def validate(self) -> "ModelSpec":
+        for name in ("dim", "hidden", "batch", "reward_steps"):
+            check_int(name, getattr(self, name), 1)
+        check_real("private_lr", self.private_lr, 0.0)
+        check_real("embedding_scale", self.embedding_scale, 0.0)
+        check_real("reward_l2", self.reward_l2, 0.0)
+        return self
+
+
+class QNetwork(nn.Module):
+    """Q(s, .) for s = (movie, its genres, the user's embedding): two action values."""
+
+    num_movies: int
+    dim: int
+    hidden: int
+
+    @nn.compact
+    def __call__(self, movie, genres, user):
+        emb = nn.Embed(self.num_movies, self.dim, name="movies",
+                       embedding_init=nn.initializers.normal(0.01))(movie)
+        user = jnp.broadcast_to(user, emb.shape[:-1] + user.shape[-1:])
+        h = nn.relu(nn.Dense(self.hidden, name="hidden")(jnp.concatenate([emb, genres, user], -1)))
+        return nn.Dense(2, name="q")(h)
+
+
+def reward_features(genres: np.ndarray) -> jnp.ndarray:
+    """[genres, 1]: the local reward model is linear in a movie's genres plus a bias."""
+    return jnp.asarray(np.concatenate([genres, np.ones((genres.shape[0], 1), np.float32)], 1))
+
+
+def fit_reward_model(data, features, spec: ModelSpec):
+    """Weights w with r(m) = w . features[m], fitted on the client's own feedback: a
+    Bradley-Terry likelihood for the comparisons, P(i > j) = sigmoid(r(i) - r(j)), plus a
+    logistic likelihood for the direct "too low" (+1) / "too high" (-1) answers."""
+    f_i, f_j = features[data["pair_i"]], features[data["pair_j"]]
+    f_d = features[data["train_movie"]]
+    rated = data["train_mask"] * (data["direct"] != 0)
+
+    def loss(w):
+        bt = jax.nn.log_sigmoid(jnp.where(data["pair_pref"] > 0, 1.0, -1.0) * ((f_i - f_j) @ w))
+        direct = jax.nn.log_sigmoid(data["direct"] * (f_d @ w))
+        n = jnp.maximum(data["pair_mask"].sum() + rated.sum(), 1.0)
+        return -(jnp.sum(bt * data["pair_mask"]) + jnp.sum(direct * rated)) / n \
+            + spec.reward_l2 * jnp.sum(w ** 2)
+
+    step = lambda _, w: w - 1.0 * jax.grad(loss)(w)
+    return jax.lax.fori_loop(0, spec.reward_steps, step, jnp.zeros(features.shape[1]))
+
+
+def make_task(num_movies: int, genres: np.ndarray, spec: ModelSpec) -> tuple[Task, nn.Module]:
+    """The engine's view. Client data: make_clients(...) arrays; genres: (movies, G)."""
+    spec.validate()
+    net = QNetwork(num_movies, spec.dim, spec.hidden)
+    genre_table = jnp.asarray(genres)
+    features = reward_features(genres)
+
+    def q_values(params, private, movie):
+        return net.apply(params, movie, genre_table[movie], private["user"]) + private["bias"]
+
+    # Local optimiser: Adam (state private, never aggregated) on the MLP and on the personal
+    # parameters; the movie embeddings, whose rows are touched sparsely, take plain gradient
+    # steps with gain `embedding_scale`. The engine scales the shared direction by its lr.
+    template = init_params(net, jax.random.key(0), genres.shape[1], spec.dim)
+    shared_opt, personal_opt = optax.adam(1.0), optax.adam(spec.private_lr)
+
+    def init_private(data, key):
+        personal = {"user": 0.01 * jax.random.normal(key, (spec.dim,)), "bias": jnp.zeros(2)}
+        return {**personal, "reward": fit_reward_model(data, features, spec),
+                "mlp_opt": shared_opt.init(_mlp(template)),
+                "personal_opt": personal_opt.init(personal)}
+
+    def shaped_targets(private, data, movie, label):
+        feedback = jnp.tanh(features[movie] @ private["reward"])
+        recommend = (2 * label - 1) + data["lam"] * feedback
+        return jnp.stack([recommend, -recommend], -1)
+
+    def direction(params, private, data, key):
+        idx = jnp.floor(jax.random.uniform(key, (spec.batch,)) * data["train_count"]).astype(int)
+        movie, label = data["train_movie"][idx], data["train_label"][idx]
+        targets = shaped_targets(private, data, movie, label)
+        personal = {"user": private["user"], "bias": private["bias"]}
+
+        def loss(params, personal):
+            q = q_values(params, {**private, **personal}, movie)
+            return 0.5 * jnp.mean(jnp.sum((q - targets) ** 2, -1))
+
+        g_params, g_personal = jax.grad(loss, argnums=(0, 1))(params, personal)
+        mlp_step, mlp_opt = shared_opt.update(_mlp(g_params), private["mlp_opt"])
+        step, personal_opt_state = personal_opt.update(g_personal, private["personal_opt"])
+        personal = optax.apply_updates(personal, step)
+        emb = jax.tree.map(lambda g: -spec.embedding_scale * g, g_params["params"]["movies"])
+        ascent = {"params": {**mlp_step["params"], "movies": emb}}
+        return ascent, {**private, **personal, "mlp_opt": mlp_opt,
+                        "personal_opt": personal_opt_state}
+
+    def scores(params, private, movie):
+        q = q_values(params, private, movie)
+        return q[..., 0] - q[..., 1]   # > 0: recommend
+
+    def evaluate(params, client_params, private, data, weights):
+        global_model = jax.vmap(scores, (None, 0, 0))
+        personal_model = jax.vmap(scores, (0, 0, 0))
+        return {
+            "test_score": global_model(params, private, data["test_movie"]),
+            "test_score_personal": personal_model(client_params, private, data["test_movie"]),
+            "train_score": global_model(params, private, data["train_movie"]),
+            "val_score": global_model(params, private, data["val_movie"]),
+        }
+
+    return Task(init_private, direction, evaluate), net
+
+
+def _mlp(params):
+    """The shared parameters other than the movie embeddings."""
+    return {"params": {k: v for k, v in params["params"].items() if k != "movies"}}
+
+
+def init_params(net: QNetwork, key, genres_dim: int, dim: int):
+    return net.init(key, jnp.zeros(1, jnp.int32), jnp.zeros((1, genres_dim)), jnp.zeros(dim))

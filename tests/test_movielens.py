@@ -1,0 +1,195 @@
+"""MovieLens: loading and verification, splits, client packing and feedback, metrics, the
+task against a plain reference step, and end-to-end runs on synthetic data (plus one on the
+real zip when ../shared/data has it)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fedsim.cli import main
+from fedsim.movielens import data as D
+from fedsim.movielens.clients import FeedbackSpec, make_clients, select_users
+from fedsim.movielens.experiment import MovieLensRunConfig, run_movielens, user_majority_accuracy
+from fedsim.movielens.metrics import auc, average_ranks, evaluate_scores, spearman
+from fedsim.movielens.task import ModelSpec, fit_reward_model, reward_features
+
+REAL = D.PROJECT_ROOT.parent / "shared" / "data" / "ml-latest-small.zip"
+
+
+def _write_folder(ratings: D.Ratings, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    lines = ["userId,movieId,rating,timestamp"] + [
+        f"{u + 1},{m + 1},{r},0" for u, m, r in zip(ratings.user, ratings.movie, ratings.rating)]
+    (folder / "ratings.csv").write_text("\n".join(lines) + "\n")
+    movies = ["movieId,title,genres"] + [
+        f"{m + 1},Movie {m},{'|'.join(n for n, g in zip(ratings.genre_names, row) if g)}"
+        for m, row in enumerate(ratings.genres)]
+    (folder / "movies.csv").write_text("\n".join(movies) + "\n")
+    return folder
+
+
+def test_folder_round_trip_and_locate_order(tmp_path, monkeypatch):
+    synth = D.synthetic(num_users=5, num_movies=30, seed=1)
+    folder = _write_folder(synth, tmp_path / "ml-latest-small")
+    loaded = D.load(folder)
+    np.testing.assert_array_equal(loaded.rating, synth.rating)
+    np.testing.assert_array_equal(loaded.user, synth.user)
+    # Movies are renumbered over rated movies only; their genres follow them.
+    rated = np.unique(synth.movie)
+    np.testing.assert_array_equal(loaded.genres, synth.genres[rated])
+    monkeypatch.setenv("FEDSIM_DATA", str(tmp_path))
+    assert D.locate() == folder                       # $FEDSIM_DATA/ml-latest-small
+    assert D.locate(folder) == folder                 # an explicit path comes first
+
+
+def test_missing_data_says_where_it_looked_and_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDSIM_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setattr(D, "PROJECT_ROOT", tmp_path / "project")
+    with pytest.raises(D.DataError, match="not found .*looked at.*nothing.*grouplens.*--data"):
+        D.locate()
+
+
+def test_corrupt_zip_is_refused(tmp_path):
+    bad = tmp_path / "ml-latest-small.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("ml-latest-small/ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,0\n")
+    with pytest.raises(D.DataError, match="sha256 .* expected"):
+        D.load(bad)
+
+
+def test_cli_reports_missing_and_corrupt_data_with_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FEDSIM_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setattr(D, "PROJECT_ROOT", tmp_path / "project")
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "movielens", "--out", str(tmp_path / "o"), "--quiet"])
+    assert stop.value.code == 2 and "not found" in capsys.readouterr().err
+    bad = tmp_path / "broken.zip"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "movielens", "--data", str(bad), "--out", str(tmp_path / "o"), "--quiet"])
+    assert stop.value.code == 2 and "sha256" in capsys.readouterr().err
+
+
+def test_split_is_per_user_and_seeded():
+    r = D.synthetic(num_users=20, seed=3)
+    split = D.split_per_user(r, seed=5)
+    assert np.array_equal(split, D.split_per_user(r, seed=5))
+    for u in range(r.num_users):
+        mine = split[r.user == u]
+        n = len(mine)
+        assert abs((mine == 0).sum() - 0.7 * n) <= 1 and abs((mine == 2).sum() - 0.2 * n) <= 1
+
+
+def test_clients_are_padded_masked_and_independent_of_the_others():
+    r = D.synthetic(num_users=12, seed=4)
+    split = D.split_per_user(r)
+    users = select_users(r, 5, seed=0)
+    c = make_clients(r, split, users, 0.5, FeedbackSpec(pairs=16), seed=0)
+    for k, u in enumerate(users):
+        n = int(c["train_count"][k])
+        assert c["train_mask"][k, :n].all() and not c["train_mask"][k, n:].any()
+        expected = np.sort(r.movie[(r.user == u) & (split == 0)])
+        np.testing.assert_array_equal(np.sort(c["train_movie"][k, :n]), expected)
+        assert set(np.unique(c["direct"][k, :n])) <= {-1.0, 0.0, 1.0}
+    # Client k's feedback depends only on (seed, user): another selection leaves it unchanged.
+    other = make_clients(r, split, users[1:], 0.5, FeedbackSpec(pairs=16), seed=0)
+    np.testing.assert_array_equal(other["direct"][0], c["direct"][1][:other["direct"].shape[1]])
+
+
+def test_reward_model_recovers_a_planted_taste():
+    """Feedback generated from a known genre taste: the fitted reward ranks genres like it."""
+    r = D.synthetic(num_users=1, num_movies=200, num_genres=6, ratings_per_user=(150, 150), seed=7)
+    split = np.zeros(len(r.user), np.int8)
+    c = make_clients(r, split, np.array([0]), 1.0, FeedbackSpec(taste=3.0, pairs=400), seed=2)
+    data = {k: jnp.asarray(v[0]) for k, v in c.items()}
+    w = fit_reward_model(data, reward_features(r.genres), ModelSpec(reward_steps=500))
+    taste = 3.0 * np.random.default_rng([2, 2, 0]).normal(size=6)
+    assert spearman(np.asarray(w[:6]), taste) > 0.8
+
+
+def test_metrics_match_definitions():
+    rng = np.random.default_rng(0)
+    s, y = rng.normal(size=300), rng.integers(0, 2, 300).astype(float)
+    pairs = np.mean([(a > b) + 0.5 * (a == b) for a in s[y == 1] for b in s[y == 0]])
+    assert abs(auc(s, y) - pairs) < 1e-12
+    assert auc(np.round(s), y) == pytest.approx(np.mean(
+        [(a > b) + 0.5 * (a == b) for a in np.round(s[y == 1]) for b in np.round(s[y == 0])]))
+    np.testing.assert_allclose(average_ranks([3, 1, 3, 2]), [2.5, 0, 2.5, 1])
+    assert np.isnan(spearman([1, 2, 3], [1, 1, 1]))
+    out = evaluate_scores(np.array([[1.0, -1, 5], [2, 2, 0]]), np.array([[1.0, 0, 0], [0, 1, 1]]),
+                          np.array([[1.0, 1, 0], [1, 1, 1]]))
+    assert out["accuracy"] == pytest.approx(3 / 5)
+    np.testing.assert_allclose(out["client_accuracy"], [1.0, 1 / 3])
+
+
+def _synthetic_config(**kw):
+    base = dict(dataset="synthetic", clients=8, rounds=3, local_epochs=1, num_seeds=2,
+                model=ModelSpec(dim=4, hidden=8, batch=8, reward_steps=20))
+    return MovieLensRunConfig(**{**base, **kw})
+
+
+def test_run_writes_results_and_is_deterministic(tmp_path):
+    a = run_movielens(_synthetic_config(), tmp_path / "a", progress=False)
+    b = run_movielens(_synthetic_config(), tmp_path / "b", progress=False)
+    for name in ("metrics.csv", "clients.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert set(summary["algorithms"]) == {"fedavg", "centralized", "local"}
+    rows = a["rows"]
+    assert {r["split"] for r in rows} == {"test", "test_personal", "train", "val"}
+    assert len(rows) == 3 * 2 * 3 * 4   # algorithms x seeds x rounds x splits
+    assert 0 <= summary["user_majority_test_accuracy"] <= 1
+    from figures import make_figures
+
+    written = make_figures(tmp_path / "a", tmp_path / "figures")
+    assert [p.name for p in written] == ["movielens.png", "movielens.pdf"]
+    assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_learning_beats_chance_on_synthetic_data():
+    config = _synthetic_config(clients=30, rounds=15, local_epochs=2, num_seeds=1,
+                               algorithms=("fedavg",), lr=0.03,
+                               model=ModelSpec(dim=8, hidden=16, batch=16, reward_steps=20))
+    s = run_movielens(config, progress=False)["summary"]
+    final = s["algorithms"]["fedavg"]["test"]
+    assert final["auc"][0] > 0.6   # the planted structure is learnable
+
+
+def test_shared_parameters_are_all_that_is_aggregated():
+    """Personal parameters and the reward model stay per client; only the flax parameters
+    (movie embeddings and MLP) are averaged."""
+    from fedsim.engine import Federation, init_state, make_run
+    from fedsim.movielens.task import init_params, make_task
+
+    r = D.synthetic(num_users=6, seed=2)
+    c = make_clients(r, D.split_per_user(r), np.arange(6), 0.5, FeedbackSpec(pairs=8))
+    data = {k: jnp.asarray(v) for k, v in c.items()}
+    spec = ModelSpec(dim=4, hidden=8, batch=4, reward_steps=5)
+    task, net = make_task(r.num_movies, r.genres, spec)
+    fed = Federation("fedavg", 2)
+    params0 = init_params(net, jax.random.key(0), r.genres.shape[1], spec.dim)
+    state = init_state(task, fed, params0, data, jax.random.key(1))
+    state, _ = jax.jit(make_run(task, fed))(state, data, jnp.full(6, 1 / 6), jax.random.key(1),
+                                             jnp.full((2, 2), 0.01))
+    assert jax.tree.structure(state.params) == jax.tree.structure(params0)
+    assert state.private["user"].shape == (6, 4) and state.private["reward"].shape[0] == 6
+    users = np.asarray(state.private["user"])
+    assert not np.allclose(users[0], users[1])
+
+
+@pytest.mark.skipif(not REAL.exists(), reason=f"{REAL} not present (the shared data folder)")
+def test_real_movielens_zip_loads_and_trains():
+    r = D.load(REAL)
+    assert (r.num_users, len(r.user)) == (610, 100836)
+    assert abs(r.label.mean() - 0.482) < 1e-3
+    config = MovieLensRunConfig(clients=10, rounds=2, local_epochs=1, num_seeds=1,
+                                algorithms=("fedavg",))
+    s = run_movielens(config, progress=False)["summary"]
+    assert s["clients"] == 10 and 0.3 < s["algorithms"]["fedavg"]["test"]["accuracy"][0] < 1
