@@ -233,11 +233,11 @@ def movielens_figures(folder: Path, out: Path) -> list[Path]:
     fed = [r for r in clients if r["algorithm"] == "fedavg" and r["seed"] == "0"]
     rounds = sorted({int(r["round"]) for r in fed})
     for ax, column, label in ((axes[1], "test_accuracy", "test accuracy"),
-                              (axes[2], "test_spearman", "Spearman(score, label), test")):
+                              (axes[2], "test_spearman", "test Spearman(score, label)")):
         values = [[float(r[column]) for r in fed if int(r["round"]) == t and r[column] != "nan"]
                   for t in rounds]
         ax.violinplot(values, positions=rounds, showmedians=True, widths=0.8)
-        ax.set(xlabel="round", ylabel=label, title=f"FedRLHF per client, seed 0: {label}")
+        ax.set(xlabel="round", ylabel=label, title="FedRLHF per client (seed 0)")
     if fed:
         weighted = [r for r in rows if r["algorithm"] == "fedavg" and r["split"] == "test"
                     and r["seed"] == "0"]
