@@ -181,7 +181,8 @@ def _run_movielens(args: argparse.Namespace) -> int:
     config = MovieLensRunConfig(
         data=data, dataset=args.dataset, clients=args.clients, lam=args.lam,
         feedback=FeedbackSpec(args.noise, args.band, args.taste, args.pairs),
-        model=ModelSpec(args.dim, args.hidden, args.batch, args.private_lr, args.embedding_scale),
+        model=ModelSpec(args.dim, args.hidden, args.batch, args.private_lr, args.embedding_scale,
+                        update=args.update),
         algorithms=tuple(ALGORITHMS) if args.algorithm == "all" else (args.algorithm,),
         rounds=args.rounds, local_epochs=args.local_epochs, lr=args.lr, seed=args.seed,
         num_seeds=args.num_seeds).validate()
@@ -294,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = movielens.add_argument_group("model and training")
     g.add_argument("--algorithm", choices=ALGORITHMS + ("all",), default="all",
                    help="fedavg (FedRLHF), centralized, local, or all three")
+    g.add_argument("--update", choices=("fitted_q", "policy_gradient"), default="fitted_q",
+                   help="local update: fitted Q-learning (the authors') or REINFORCE on "
+                        "softmax(Q) with a minibatch-mean baseline")
     g.add_argument("--rounds", "-T", type=int, default=20, help="communication rounds")
     g.add_argument("--local-epochs", type=int, default=5,
                    help="local epochs a round (an epoch: mean training ratings / batch steps)")

@@ -153,10 +153,12 @@ def test_run_writes_results_and_is_deterministic(tmp_path):
     assert all(p.stat().st_size > 1000 for p in written)
 
 
-def test_learning_beats_chance_on_synthetic_data():
+@pytest.mark.parametrize("update", ["fitted_q", "policy_gradient"])
+def test_learning_beats_chance_on_synthetic_data(update):
     config = _synthetic_config(clients=30, rounds=15, local_epochs=2, num_seeds=1,
                                algorithms=("fedavg",), lr=0.03,
-                               model=ModelSpec(dim=8, hidden=16, batch=16, reward_steps=20))
+                               model=ModelSpec(dim=8, hidden=16, batch=16, reward_steps=20,
+                                               update=update))
     s = run_movielens(config, progress=False)["summary"]
     final = s["algorithms"]["fedavg"]["test"]
     assert final["auc"][0] > 0.6   # the planted structure is learnable
@@ -193,3 +195,17 @@ def test_real_movielens_zip_loads_and_trains():
                                 algorithms=("fedavg",))
     s = run_movielens(config, progress=False)["summary"]
     assert s["clients"] == 10 and 0.3 < s["algorithms"]["fedavg"]["test"]["accuracy"][0] < 1
+
+
+@pytest.mark.parametrize("flag,value,named", [("--lam", "-1", "--lam = -1.0"),
+                                              ("--rounds", "0", "--rounds (T) = 0"),
+                                              ("--clients", "0", "--clients (K) = 0"),
+                                              ("--lr", "0", "--lr = 0.0"),
+                                              ("--pairs", "0", "--pairs = 0")])
+def test_bad_movielens_input_is_named_before_anything_runs(flag, value, named, tmp_path, capsys,
+                                                           monkeypatch):
+    monkeypatch.setattr(jax, "jit", lambda *a, **k: pytest.fail("compiled before validating"))
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "movielens", "--dataset", "synthetic", flag, value, "--out",
+              str(tmp_path / "o"), "--quiet"])
+    assert stop.value.code == 2 and named in capsys.readouterr().err

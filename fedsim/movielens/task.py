@@ -26,11 +26,19 @@ import numpy as np
 import optax
 
 from fedsim.engine import Task
-from fedsim.errors import check_int, check_real
+from fedsim.errors import check_choice, check_int, check_real
+
+
+UPDATES = ("fitted_q", "policy_gradient")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """update: "fitted_q" regresses Q(s, .) on both actions' rewards; "policy_gradient" treats
+    softmax(Q(s, .)) as a policy, samples an action per rating and ascends REINFORCE's
+    estimate of the expected shaped reward (Williams 1992), with the minibatch mean reward
+    as baseline."""
+
     dim: int = 16          # movie and user embedding size
     hidden: int = 64       # MLP width
     batch: int = 32        # ratings per local step
@@ -38,6 +46,7 @@ class ModelSpec:
     embedding_scale: float = 100.0   # SGD gain of the movie embeddings relative to the MLP
     reward_steps: int = 200   # gradient steps fitting the local reward model
     reward_l2: float = 0.01
+    update: str = "fitted_q"
 
     def validate(self) -> "ModelSpec":
         for name in ("dim", "hidden", "batch", "reward_steps"):
@@ -45,6 +54,7 @@ class ModelSpec:
         check_real("private_lr", self.private_lr, 0.0)
         check_real("embedding_scale", self.embedding_scale, 0.0)
         check_real("reward_l2", self.reward_l2, 0.0)
+        check_choice("update", self.update, UPDATES)
         return self
 
 
@@ -116,14 +126,21 @@ def make_task(num_movies: int, genres: np.ndarray, spec: ModelSpec) -> tuple[Tas
         return jnp.stack([recommend, -recommend], -1)
 
     def direction(params, private, data, key):
-        idx = jnp.floor(jax.random.uniform(key, (spec.batch,)) * data["train_count"]).astype(int)
+        batch_key, action_key = jax.random.split(key)
+        u = jax.random.uniform(batch_key, (spec.batch,))
+        idx = jnp.floor(u * data["train_count"]).astype(int)
         movie, label = data["train_movie"][idx], data["train_label"][idx]
         targets = shaped_targets(private, data, movie, label)
         personal = {"user": private["user"], "bias": private["bias"]}
 
         def loss(params, personal):
             q = q_values(params, {**private, **personal}, movie)
-            return 0.5 * jnp.mean(jnp.sum((q - targets) ** 2, -1))
+            if spec.update == "fitted_q":
+                return 0.5 * jnp.mean(jnp.sum((q - targets) ** 2, -1))
+            action = jax.random.categorical(action_key, jax.lax.stop_gradient(q))
+            reward = jnp.take_along_axis(targets, action[:, None], 1)[:, 0]
+            log_pi = jnp.take_along_axis(jax.nn.log_softmax(q), action[:, None], 1)[:, 0]
+            return -jnp.mean((reward - reward.mean()) * log_pi)
 
         g_params, g_personal = jax.grad(loss, argnums=(0, 1))(params, personal)
         mlp_step, mlp_opt = shared_opt.update(_mlp(g_params), private["mlp_opt"])
