@@ -21,21 +21,22 @@ from fedsim.tabular.mdp import InstanceSpec, client_data, make_instance
 from fedsim.tabular.task import LearnerSpec, make_task
 
 
-@pytest.mark.parametrize("workload", ["W1", "W2"])
+@pytest.mark.parametrize("workload", ["W1", "W2", "W3"])
 def test_bench_modes_compute_the_same_rounds(workload):
     """The benchmark compares like with like: every mode produces the same parameters."""
-    instance, learner, rounds = W.instance_for(3), W.WORKLOADS[workload], 2
-    run, _ = W.vectorized_rounds(instance, learner, max_rounds=rounds)
-    vectorized = np.asarray(run(rounds))
-    modes = {name: W.loop_round(instance, learner, per_step)[0]
+    problem, rounds = W.problem_for(workload, 3), 2
+    run, _ = W.vectorized_rounds(problem, max_rounds=rounds)
+    vectorized = run(rounds)
+    modes = {name: W.loop_round(problem, per_step)[0]
              for name, per_step in (("loop", False), ("loop_step", True))}
     if workload == "W1":
-        modes["numpy"] = W.numpy_round(instance)
+        modes["numpy"] = W.numpy_round(W.instance_for(3))
     for name, one_round in modes.items():
-        params = jnp.asarray(instance.theta0) if name != "numpy" else instance.theta0.astype(float)
+        params = problem.params0 if name != "numpy" else np.asarray(problem.params0, float)
         for t in range(rounds):
             params = one_round(params, t)
-        np.testing.assert_allclose(params, vectorized, rtol=1e-4, atol=1e-5, err_msg=name)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5,
+                                                             err_msg=name), params, vectorized)
 
 
 def _tiny_run(lam, key, data, weights, task, fed, theta0, rounds=4):
@@ -156,14 +157,15 @@ def test_acceptance_checks_pass_and_fail_on_the_right_data():
 
 
 def test_bench_runs_end_to_end_on_a_tiny_plan(tmp_path):
-    config = {"quick": True, "clients": [2], "large_clients": [], "budget_s": 0.01,
+    config = {"quick": True, "clients": [2], "neural_clients": [2], "large_clients": [],
+              "budget_s": 0.01,
               "grid": {"K": 2, "lams": 2, "seeds": 2, "rounds": 2}, "local_steps": W.LOCAL_STEPS,
               "step_size": W.STEP_SIZE}
     result = run_bench(True, tmp_path, progress=False, config=config)
     rows = result["rows"]
     assert [(r["workload"], r["mode"]) for r in rows] == [
         ("W1", m) for m in W.MODES] + [("W2", m) for m in W.MODES[:3]] + [
-        ("W1", "grid_1x1"), ("W1", "grid_2x2")]
+        ("W3", m) for m in W.MODES[:3]] + [("W1", "grid_1x1"), ("W1", "grid_2x2")]
     assert all(r["client_steps_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
     assert (tmp_path / "bench.csv").read_text().count("\n") == len(rows) + 1
     assert json.loads((tmp_path / "summary.json").read_text())["checks"]

@@ -25,6 +25,7 @@ def make_config(quick: bool) -> dict:
     return {
         "quick": quick,
         "clients": [1, 10, 100, 1000] if quick else [1, 10, 100, 1000, 10000],
+        "neural_clients": [10, 100] if quick else [10, 100, 1000],   # W3
         "large_clients": [] if quick else [100000],   # vectorized W1 only: memory at scale
         "budget_s": 0.3 if quick else 1.0,            # timed seconds per cell (at least a round)
         "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 20 if quick else 100},
@@ -34,11 +35,9 @@ def make_config(quick: bool) -> dict:
 
 def plan(config: dict) -> list[dict]:
     cells = []
-    for workload in W.WORKLOADS:
-        for K in config["clients"]:
-            for mode in W.MODES:
-                if mode == "numpy" and workload != "W1":
-                    continue
+    for workload in list(W.WORKLOADS) + [W.NEURAL]:
+        for K in config["clients"] if workload != W.NEURAL else config["neural_clients"]:
+            for mode in W.modes_for(workload):
                 cells.append({"kind": "mode", "workload": workload, "mode": mode, "K": K,
                               "budget": config["budget_s"]})
     cells += [{"kind": "mode", "workload": "W1", "mode": "vectorized", "K": K,
@@ -86,8 +85,8 @@ def acceptance(rows: list[dict], config: dict) -> list[dict]:
         checks.append({"claim": claim, "measured": value, "threshold": threshold,
                        "passed": bool(passed)})
 
-    for workload in W.WORKLOADS:
-        for mode in ("loop", "loop_step") + (("numpy",) if workload == "W1" else ()):
+    for workload in W.WORKLOADS:   # the acceptance concerns W1 and W2
+        for mode in W.modes_for(workload)[1:]:
             r = find(workload, mode, 1000)
             if r:
                 need = 10.0 if mode == "numpy" else 30.0

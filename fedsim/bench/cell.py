@@ -16,19 +16,19 @@ from fedsim.bench import workloads as W
 
 
 def measure(cell: dict) -> dict:
-    instance = W.instance_for(cell["K"])
     if cell["kind"] == "grid":
-        m = W.time_grid(instance, cell["lams"], cell["seeds"], cell["rounds"])
+        m = W.time_grid(W.instance_for(cell["K"]), cell["lams"], cell["seeds"], cell["rounds"])
         runs = cell["lams"] * cell["seeds"]
     else:
-        learner, budget = W.WORKLOADS[cell["workload"]], cell["budget"]
-        if cell["mode"] == "vectorized":
-            m = W.time_vectorized(instance, learner, budget)
-        elif cell["mode"] in ("loop", "loop_step"):
-            m = W.time_loop(instance, learner, per_step=cell["mode"] == "loop_step", budget=budget)
+        budget, runs = cell["budget"], 1
+        if cell["mode"] == "numpy":
+            m = W.time_numpy(W.instance_for(cell["K"]), budget)
         else:
-            m = W.time_numpy(instance, learner, budget)
-        runs = 1
+            problem = W.problem_for(cell["workload"], cell["K"])
+            if cell["mode"] == "vectorized":
+                m = W.time_vectorized(problem, budget)
+            else:
+                m = W.time_loop(problem, per_step=cell["mode"] == "loop_step", budget=budget)
     client_steps = m.rounds * W.LOCAL_STEPS * cell["K"] * runs
     return {"rounds": m.rounds, "client_steps": client_steps, "seconds": m.seconds,
             "compile_s": m.compile_seconds,

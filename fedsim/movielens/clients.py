@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedsim.errors import check_int, check_real, require
-from fedsim.movielens.data import Ratings
+from fedsim.movielens.data import Ratings, ratings_by_user
 
 PARTS = {0: "train", 1: "val", 2: "test"}
 
@@ -71,11 +71,12 @@ def make_clients(ratings: Ratings, split: np.ndarray, users: np.ndarray, lam,
     per_genre = ratings.genres / np.maximum(ratings.genres.sum(1, keepdims=True), 1)
     parts = {name: {"movie": [], "label": [], "rating": []} for name in PARTS.values()}
     direct, pairs_i, pairs_j, prefs = [], [], [], []
+    by_user = ratings_by_user(ratings)
     for u in users:
         rng = np.random.default_rng([seed, 2, int(u)])
         taste = feedback.taste * rng.normal(size=G)
         for code, name in PARTS.items():
-            rows = np.flatnonzero((ratings.user == u) & (split == code))
+            rows = by_user[u][split[by_user[u]] == code]
             parts[name]["movie"].append(ratings.movie[rows])
             parts[name]["label"].append(ratings.label[rows])
             parts[name]["rating"].append(ratings.rating[rows])

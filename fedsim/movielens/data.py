@@ -171,6 +171,14 @@ def synthetic(num_users: int = 60, num_movies: int = 300, num_genres: int = 8,
 SPLITS = ("train", "validation", "test")
 
 
+def ratings_by_user(ratings: Ratings) -> list[np.ndarray]:
+    """For each user, the indices of its ratings in increasing order (one sort, not a scan
+    of all ratings per user)."""
+    order = np.argsort(ratings.user, kind="stable")
+    counts = np.bincount(ratings.user, minlength=ratings.num_users)
+    return np.split(order, np.cumsum(counts)[:-1])
+
+
 def split_per_user(ratings: Ratings, fractions=(0.7, 0.1, 0.2), seed: int = 0) -> np.ndarray:
     """Each rating's split (0 train, 1 validation, 2 test): every user's ratings are shuffled
     and cut by `fractions`, so each user appears in every split it has ratings for."""
@@ -180,8 +188,8 @@ def split_per_user(ratings: Ratings, fractions=(0.7, 0.1, 0.2), seed: int = 0) -
         check_real("fractions", f, 0.0, 1.0)
     rng = np.random.default_rng(seed)
     split = np.zeros(len(ratings.user), np.int8)
-    for u in range(ratings.num_users):
-        idx = rng.permutation(np.flatnonzero(ratings.user == u))
+    for idx in ratings_by_user(ratings):
+        idx = rng.permutation(idx)
         n_train = int(round(fractions[0] * len(idx)))
         n_val = int(round(fractions[1] * len(idx)))
         split[idx[n_train:n_train + n_val]] = 1
