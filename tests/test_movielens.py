@@ -129,6 +129,14 @@ def test_metrics_match_definitions():
     np.testing.assert_allclose(out["client_accuracy"], [1.0, 1 / 3])
 
 
+def test_user_majority_baseline():
+    clients = {"train_label": np.array([[1.0, 1, 0], [0, 0, 0]]),
+               "train_mask": np.array([[1.0, 1, 1], [1, 1, 0]]), "train_count": np.array([3.0, 2]),
+               "test_label": np.array([[1.0, 0], [0, 1]]), "test_mask": np.array([[1.0, 1], [1, 0]])}
+    # user 0: majority positive, right on 1 of 2; user 1: majority negative, right on 1 of 1
+    assert user_majority_accuracy(clients) == pytest.approx(2 / 3)
+
+
 def _synthetic_config(**kw):
     base = dict(dataset="synthetic", clients=8, rounds=3, local_epochs=1, num_seeds=2,
                 model=ModelSpec(dim=4, hidden=8, batch=8, reward_steps=20))
@@ -137,7 +145,7 @@ def _synthetic_config(**kw):
 
 def test_run_writes_results_and_is_deterministic(tmp_path):
     a = run_movielens(_synthetic_config(), tmp_path / "a", progress=False)
-    b = run_movielens(_synthetic_config(), tmp_path / "b", progress=False)
+    run_movielens(_synthetic_config(), tmp_path / "b", progress=False)
     for name in ("metrics.csv", "clients.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())

@@ -168,9 +168,6 @@ def synthetic(num_users: int = 60, num_movies: int = 300, num_genres: int = 8,
                    tuple(f"genre{j}" for j in range(num_genres)), f"synthetic(seed={seed})")
 
 
-SPLITS = ("train", "validation", "test")
-
-
 def ratings_by_user(ratings: Ratings) -> list[np.ndarray]:
     """For each user, the indices of its ratings in increasing order (one sort, not a scan
     of all ratings per user)."""

@@ -112,7 +112,9 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
 
     rows, client_rows, summary = [], [], {"experiment": "movielens", "algorithms": {}}
     timings = {}
-    for algorithm in config.algorithms:
+    from tqdm.auto import tqdm
+
+    for algorithm in tqdm(config.algorithms, desc="algorithms", disable=not progress):
         fed = Federation(algorithm, E)
 
         def one(params0, key, data, weights):   # data as arguments: never constant-folded
