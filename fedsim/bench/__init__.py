@@ -30,6 +30,7 @@ def make_config(quick: bool) -> dict:
         "budget_s": 0.3 if quick else 1.0,            # timed seconds per cell (at least a round)
         "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 20 if quick else 100},
         "local_steps": W.LOCAL_STEPS, "step_size": W.STEP_SIZE,
+        "neural_step_size": W.NEURAL_STEP_SIZE,
     }
 
 

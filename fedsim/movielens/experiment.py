@@ -19,6 +19,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from fedsim.engine import (ALGORITHMS, Federation, init_state, make_checkpointed_run,
                            log_checkpoints, raise_if_nonfinite)
@@ -111,9 +112,6 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
     lrs = jnp.full((config.rounds, E), config.lr, jnp.float32)
 
     rows, client_rows, summary = [], [], {"experiment": "movielens", "algorithms": {}}
-    timings = {}
-    from tqdm.auto import tqdm
-
     for algorithm in tqdm(config.algorithms, desc="algorithms", disable=not progress):
         fed = Federation(algorithm, E)
 
@@ -132,7 +130,6 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
         run_s = time.perf_counter() - start
         raise_if_nonfinite(nonfinite)
         metrics = jax.device_get(metrics)
-        timings[algorithm] = {"compile_seconds": compile_s, "run_seconds": run_s}
         final = {}
         for s in range(config.num_seeds):
             for c, t in enumerate(checkpoints):
@@ -162,7 +159,7 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
         summary["algorithms"][algorithm] = {
             name: {"accuracy": _ci([f["accuracy"] for f in fs]), "auc": _ci([f["auc"] for f in fs]),
                    "median_client_spearman": _ci([np.nanmedian(f["client_spearman"]) for f in fs])}
-            for name, fs in final.items()} | timings[algorithm]
+            for name, fs in final.items()} | {"compile_seconds": compile_s, "run_seconds": run_s}
     summary.update({
         "clients": len(users), "local_steps_per_round": E, "steps_per_epoch": steps_per_epoch,
         "user_majority_test_accuracy": user_majority_accuracy(clients),
