@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fedsim.engine import ALGORITHMS, SCHEDULES
 from fedsim.errors import ConfigError
+from fedsim.movielens.data import DATASETS
 from fedsim.tabular.mdp import INITS, REWARD_FORMS, STARTS, InstanceSpec
 from fedsim.tabular.sampling import ESTIMATORS
 from fedsim.tabular.task import GRADIENTS, REGULARIZERS, LearnerSpec
@@ -177,9 +178,10 @@ def _run_movielens(args: argparse.Namespace) -> int:
 
     data = args.data
     if args.download:
-        data = str(download(Path(args.download)))
+        data = str(download(Path(args.download), args.dataset))
     config = MovieLensRunConfig(
-        data=data, dataset=args.dataset, clients=args.clients, lam=args.lam,
+        data=data, dataset=args.dataset, clients=args.clients,
+        users_per_client=args.users_per_client, lam=args.lam,
         feedback=FeedbackSpec(args.noise, args.band, args.taste, args.pairs),
         model=ModelSpec(args.dim, args.hidden, args.batch, args.private_lr, args.embedding_scale,
                         update=args.update),
@@ -187,7 +189,8 @@ def _run_movielens(args: argparse.Namespace) -> int:
         rounds=args.rounds, local_epochs=args.local_epochs, lr=args.lr, seed=args.seed,
         num_seeds=args.num_seeds).validate()
     s = run_movielens(config, args.out, progress=not args.quiet)["summary"]
-    print(f"{s['clients']} clients, {s['local_steps_per_round']} local steps a round; "
+    print(f"{s['clients']} clients ({s['users']} users), {s['local_steps_per_round']} local "
+          f"steps a round; "
           f"user-majority baseline {s['user_majority_test_accuracy']:.4f} (test)")
     print(f"{'algorithm':<12} {'test accuracy':>20} {'test AUC':>18} {'train accuracy':>20} "
           f"{'median Spearman':>18}")
@@ -270,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     movielens = tasks.add_parser(
         "movielens", help="FedRLHF on MovieLens (Q-learning recommender, simulated feedback)",
-        description="FedRLHF on MovieLens ml-latest-small: one user per client, a shared Q-network "
+        description="FedRLHF on MovieLens (ml-latest-small, ml-100k or ml-1m): users as clients, "
+                    "one or a group each, a shared Q-network "
                     "(movie embeddings, genres, MLP) with personal user parameters and a local "
                     "reward model fitted to simulated feedback, both kept on the client; compared "
                     "with centralized and local-only training. Held-out accuracy on each user's "
@@ -278,14 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = movielens.add_argument_group("data")
     g.add_argument("--data", default=None,
-                   help="ml-latest-small.zip or its unpacked folder (default: $FEDSIM_DATA, then "
-                        "../shared/data/)")
+                   help="the dataset's zip (e.g. ml-latest-small.zip) or its unpacked folder "
+                        "(default: $FEDSIM_DATA, then ../shared/data/)")
     g.add_argument("--download", default=None, metavar="DIR",
-                   help="fetch the GroupLens zip into DIR first (needs the internet)")
-    g.add_argument("--dataset", choices=("ml-latest-small", "synthetic"), default="ml-latest-small",
-                   help="synthetic: a small generated look-alike (no data needed)")
+                   help="fetch the dataset's GroupLens zip into DIR first (needs the internet)")
+    g.add_argument("--dataset", choices=tuple(DATASETS) + ("synthetic",),
+                   default="ml-latest-small",
+                   help="a GroupLens release (checksum verified), or synthetic: a small generated "
+                        "look-alike (no data needed)")
     g.add_argument("--clients", "-K", type=int, default=None,
-                   help="users drawn as clients, one each (default: all 610)")
+                   help="clients drawn (default: all users, e.g. 610 in ml-latest-small)")
+    g.add_argument("--users-per-client", type=int, default=1,
+                   help="users each client holds (> 1: random groups, pooled feedback, one "
+                        "personal embedding per user)")
     g = movielens.add_argument_group("feedback (simulated, per client)")
     g.add_argument("--lam", type=float, default=0.5, help="feedback weight lambda (>= 0)")
     g.add_argument("--noise", type=float, default=0.1, help="sigma of the noisy rating")

@@ -15,9 +15,9 @@ import pytest
 
 from fedsim.cli import main
 from fedsim.movielens import data as D
-from fedsim.movielens.clients import FeedbackSpec, make_clients, select_users
+from fedsim.movielens.clients import FeedbackSpec, group_users, make_clients, select_users
 from fedsim.movielens.experiment import MovieLensRunConfig, run_movielens, user_majority_accuracy
-from fedsim.movielens.metrics import auc, average_ranks, evaluate_scores, spearman
+from fedsim.movielens.metrics import auc, average_ranks, evaluate_scores, row_spearman, spearman
 from fedsim.movielens.task import ModelSpec, fit_reward_model, reward_features
 
 REAL = D.PROJECT_ROOT.parent / "shared" / "data" / "ml-latest-small.zip"
@@ -47,6 +47,46 @@ def test_folder_round_trip_and_locate_order(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDSIM_DATA", str(tmp_path))
     assert D.locate() == folder                       # $FEDSIM_DATA/ml-latest-small
     assert D.locate(folder) == folder                 # an explicit path comes first
+
+
+def _write_release_zip(ratings: D.Ratings, path: Path, name: str) -> None:
+    """`ratings` in the files and formats of GroupLens's ml-100k or ml-1m release."""
+    genre_of = lambda row: [n for n, g in zip(ratings.genre_names, row) if g]
+    triples = list(zip(ratings.user + 1, ratings.movie + 1, ratings.rating))
+    with zipfile.ZipFile(path, "w") as z:
+        if name == "ml-100k":
+            z.writestr("ml-100k/u.data", "".join(f"{u}\t{m}\t{int(r)}\t0\n" for u, m, r in triples))
+            z.writestr("ml-100k/u.item", "".join(
+                f"{m + 1}|Café {m} (1995)|01-Jan-1995||http://x|"
+                + "|".join("1" if g in genre_of(row) else "0" for g in D.GENRES_100K) + "\n"
+                for m, row in enumerate(ratings.genres)).encode("latin-1"))
+        else:
+            z.writestr("ml-1m/ratings.dat", "".join(f"{u}::{m}::{int(r)}::0\n" for u, m, r in triples))
+            z.writestr("ml-1m/movies.dat", "".join(
+                f"{m + 1}::Café {m} (1995)::{'|'.join(genre_of(row))}\n"
+                for m, row in enumerate(ratings.genres)).encode("latin-1"))
+
+
+@pytest.mark.parametrize("name", ["ml-100k", "ml-1m"])
+def test_older_releases_load_from_their_own_formats(tmp_path, monkeypatch, name):
+    """ml-100k (tab and pipe separated, 19 genre flags) and ml-1m ("::" separated), Latin-1,
+    written from a synthetic set with integer stars and the releases' genre names; the
+    checksum is that of the zip written here (the published one is checked in real use)."""
+    synth = D.synthetic(num_users=6, num_movies=40, num_genres=5, seed=2)
+    names = D.GENRES_100K[1:6]
+    synth = D.Ratings(synth.user, synth.movie, np.ceil(synth.rating), synth.genres, names, "s")
+    path = tmp_path / f"{name}.zip"
+    _write_release_zip(synth, path, name)
+    with pytest.raises(D.DataError, match="md5 .* expected"):
+        D.load(path, name)
+    monkeypatch.setitem(D.DATASETS, name, {**D.DATASETS[name], "md5": D.file_digest(path, "md5")})
+    monkeypatch.setenv("FEDSIM_DATA", str(tmp_path))
+    loaded = D.load(D.locate(None, name), name)
+    np.testing.assert_array_equal(loaded.user, synth.user)
+    np.testing.assert_array_equal(loaded.rating, synth.rating)
+    np.testing.assert_array_equal(loaded.movie, np.searchsorted(np.unique(synth.movie), synth.movie))
+    np.testing.assert_array_equal(loaded.genres, synth.genres[np.unique(synth.movie)])
+    assert loaded.genre_names == tuple(sorted(names))
 
 
 def test_missing_data_says_where_it_looked_and_what_to_do(tmp_path, monkeypatch):
@@ -103,6 +143,33 @@ def test_clients_are_padded_masked_and_independent_of_the_others():
     np.testing.assert_array_equal(other["direct"][0], c["direct"][1][:other["direct"].shape[1]])
 
 
+def test_groups_deal_every_user_once_and_hold_their_members_data():
+    r = D.synthetic(num_users=11, seed=4)
+    split = D.split_per_user(r)
+    groups = group_users(select_users(r, None, 0, 3), 3, seed=5)
+    assert [len(g) for g in groups] == [3, 3, 3, 2]
+    np.testing.assert_array_equal(np.sort(np.concatenate(groups)), np.arange(11))
+    assert [list(g) for g in group_users(np.arange(11), 3, 5)] == [list(g) for g in groups]
+    assert len(select_users(r, 2, 0, 3)) == 6
+    grouped = make_clients(r, split, groups, 0.5, FeedbackSpec(pairs=8), seed=1)
+    single = make_clients(r, split, np.concatenate(groups), 0.5, FeedbackSpec(pairs=8), seed=1)
+    np.testing.assert_array_equal(grouped["member_mask"][3], [1, 1, 0])
+    u = 0
+    for k, group in enumerate(groups):
+        for member in range(len(group)):
+            for part in ("train", "test"):
+                mine = (grouped[f"{part}_member"][k] == member) & (grouped[f"{part}_mask"][k] > 0)
+                n = int(single[f"{part}_count"][u])
+                np.testing.assert_array_equal(grouped[f"{part}_movie"][k][mine],
+                                              single[f"{part}_movie"][u, :n])
+            # A user's feedback is its own whether it is alone or in a group.
+            mine = (grouped["train_member"][k] == member) & (grouped["train_mask"][k] > 0)
+            n = int(single["train_count"][u])
+            np.testing.assert_array_equal(grouped["direct"][k][mine], single["direct"][u, :n])
+            u += 1
+    assert grouped["pair_mask"][0].sum() == single["pair_mask"][:3].sum()
+
+
 def test_reward_model_recovers_a_planted_taste():
     """Feedback generated from a known genre taste: the fitted reward ranks genres like it."""
     r = D.synthetic(num_users=1, num_movies=200, num_genres=6, ratings_per_user=(150, 150), seed=7)
@@ -129,12 +196,36 @@ def test_metrics_match_definitions():
     np.testing.assert_allclose(out["client_accuracy"], [1.0, 1 / 3])
 
 
+def test_row_spearman_equals_the_per_client_loop():
+    """The vectorized per-client Spearman against spearman() row by row, with ties (rounded
+    scores, binary labels), ragged masks, a constant row and rows of 0 and 1 entries."""
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.normal(size=(40, 30)), 1)
+    labels = rng.integers(0, 2, (40, 30)).astype(float)
+    keep = np.arange(30)[None, :] < rng.integers(0, 31, 40)[:, None]
+    keep[0], keep[1], keep[2, :5] = False, False, True
+    keep[1, 0] = True
+    labels[3] = 1.0
+    got = row_spearman(scores, labels, keep)
+    want = [spearman(s[k], y[k]) if k.sum() else np.nan for s, y, k in zip(scores, labels, keep)]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert np.isnan(got[[0, 1, 3]]).all() and np.isfinite(got[2])
+
+
 def test_user_majority_baseline():
     clients = {"train_label": np.array([[1.0, 1, 0], [0, 0, 0]]),
                "train_mask": np.array([[1.0, 1, 1], [1, 1, 0]]), "train_count": np.array([3.0, 2]),
-               "test_label": np.array([[1.0, 0], [0, 1]]), "test_mask": np.array([[1.0, 1], [1, 0]])}
+               "test_label": np.array([[1.0, 0], [0, 1]]), "test_mask": np.array([[1.0, 1], [1, 0]]),
+               "train_member": np.zeros((2, 3), int), "test_member": np.zeros((2, 2), int),
+               "member_mask": np.ones((2, 1))}
     # user 0: majority positive, right on 1 of 2; user 1: majority negative, right on 1 of 1
     assert user_majority_accuracy(clients) == pytest.approx(2 / 3)
+    # The same two users as one client of two members: still each user's own majority.
+    group = {"train_label": np.array([[1.0, 1, 0, 0, 0]]), "train_mask": np.ones((1, 5)),
+             "train_member": np.array([[0, 0, 0, 1, 1]]), "test_label": np.array([[1.0, 0, 0]]),
+             "test_mask": np.ones((1, 3)), "test_member": np.array([[0, 0, 1]]),
+             "member_mask": np.ones((1, 2))}
+    assert user_majority_accuracy(group) == pytest.approx(2 / 3)
 
 
 def _synthetic_config(**kw):
@@ -172,6 +263,27 @@ def test_learning_beats_chance_on_synthetic_data(update):
     assert final["auc"][0] > 0.6   # the planted structure is learnable
 
 
+def test_groups_of_users_as_clients_run_with_a_personal_embedding_per_user():
+    config = _synthetic_config(clients=4, users_per_client=3, num_seeds=1, algorithms=("fedavg",))
+    out = run_movielens(config, progress=False)
+    assert out["summary"]["clients"] == 4 and out["summary"]["users"] == 12
+    assert {len(r["users"].split()) for r in out["client_rows"]} == {3}
+    from fedsim.engine import Federation, init_state
+    from fedsim.movielens.task import init_params, make_task
+
+    r = D.synthetic(num_users=6, seed=2)
+    c = make_clients(r, D.split_per_user(r), group_users(np.arange(6), 3, 0), 0.5)
+    spec = ModelSpec(dim=4, hidden=8, batch=4, reward_steps=5)
+    task, net = make_task(r.num_movies, r.genres, spec)
+    data = {k: jnp.asarray(v) for k, v in c.items()}
+    params0 = init_params(net, jax.random.key(0), r.genres.shape[1], spec.dim)
+    state = init_state(task, Federation("fedavg", 2), params0, data, jax.random.key(1))
+    assert state.private["user"].shape == (2, 3, 4)
+    per_client = jax.tree.map(lambda x: jnp.stack([x, x]), params0)
+    scores = task.evaluate(params0, per_client, state.private, data, jnp.full(2, 0.5))
+    assert scores["test_score"].shape == c["test_movie"].shape
+
+
 def test_shared_parameters_are_all_that_is_aggregated():
     """Personal parameters and the reward model stay per client; only the flax parameters
     (movie embeddings and MLP) are averaged."""
@@ -189,7 +301,7 @@ def test_shared_parameters_are_all_that_is_aggregated():
     state, _ = jax.jit(make_run(task, fed))(state, data, jnp.full(6, 1 / 6), jax.random.key(1),
                                              jnp.full((2, 2), 0.01))
     assert jax.tree.structure(state.params) == jax.tree.structure(params0)
-    assert state.private["user"].shape == (6, 4) and state.private["reward"].shape[0] == 6
+    assert state.private["user"].shape == (6, 1, 4) and state.private["reward"].shape[0] == 6
     users = np.asarray(state.private["user"])
     assert not np.allclose(users[0], users[1])
 
@@ -209,7 +321,9 @@ def test_real_movielens_zip_loads_and_trains():
                                               ("--rounds", "0", "--rounds (T) = 0"),
                                               ("--clients", "0", "--clients (K) = 0"),
                                               ("--lr", "0", "--lr = 0.0"),
-                                              ("--pairs", "0", "--pairs = 0")])
+                                              ("--pairs", "0", "--pairs = 0"),
+                                              ("--users-per-client", "0",
+                                               "--users-per-client = 0")])
 def test_bad_movielens_input_is_named_before_anything_runs(flag, value, named, tmp_path, capsys,
                                                            monkeypatch):
     monkeypatch.setattr(jax, "jit", lambda *a, **k: pytest.fail("compiled before validating"))

@@ -20,12 +20,30 @@ import numpy as np
 
 from fedsim.errors import check_int, check_real, require
 
+# Checksums as GroupLens publishes them (ml-100k.zip.md5, ml-1m.zip.md5) or, for
+# ml-latest-small, the sha256 of the copy in ../shared/data. Rating and movie files differ by
+# release: ml-latest-small is CSV, ml-100k tab/pipe-separated, ml-1m "::"-separated (Latin-1).
 DATASETS = {
     "ml-latest-small": {
         "sha256": "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
         "url": "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip",
+        "files": ("ratings.csv", "movies.csv"),
+    },
+    "ml-100k": {
+        "md5": "0e33842e24a9c977be4e0107933c0723",
+        "url": "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+        "files": ("u.data", "u.item"),
+    },
+    "ml-1m": {
+        "md5": "c4d9eecfca2ab87c1945afe126590906",
+        "url": "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+        "files": ("ratings.dat", "movies.dat"),
     },
 }
+# ml-100k's u.item ends with 19 genre flags in this order (its u.genre).
+GENRES_100K = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+               "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+               "Romance", "Sci-Fi", "Thriller", "War", "Western")
 POSITIVE_RATING = 4.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,7 +86,8 @@ def locate(data: str | Path | None = None, name: str = "ml-latest-small") -> Pat
         base = Path(base)
         for candidate in (base, base / f"{name}.zip", base / name):
             looked.append(str(candidate))
-            if candidate.is_file() or (candidate.is_dir() and (candidate / "ratings.csv").is_file()):
+            ratings_file = DATASETS[name]["files"][0]
+            if candidate.is_file() or (candidate.is_dir() and (candidate / ratings_file).is_file()):
                 return candidate
     raise DataError(
         f"MovieLens {name} not found (looked at: {', '.join(looked) or 'nothing given'}). "
@@ -76,12 +95,24 @@ def locate(data: str | Path | None = None, name: str = "ml-latest-small") -> Pat
         f"to the folder holding {name}.zip (or run with --download).")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def verify(path: Path, name: str) -> None:
+    """Raise DataError unless the zip has the published checksum of `name`."""
+    for algorithm in ("sha256", "md5"):
+        expected = DATASETS[name].get(algorithm)
+        if expected:
+            actual = file_digest(path, algorithm)
+            if actual != expected:
+                raise DataError(f"{path} has {algorithm} {actual}, expected {expected} for "
+                                f"{name}: the file is corrupt or another version; download it "
+                                f"again")
 
 
 def download(dest: Path, name: str = "ml-latest-small") -> Path:
@@ -98,36 +129,61 @@ def download(dest: Path, name: str = "ml-latest-small") -> Path:
 
 
 def load(path: Path, name: str = "ml-latest-small") -> Ratings:
-    """Ratings from the zip (checksum verified) or an unpacked folder."""
+    """Ratings of dataset `name` from its zip (checksum verified) or an unpacked folder."""
     path = Path(path)
+    files = DATASETS[name]["files"]
+    encoding = "utf-8" if name == "ml-latest-small" else "latin-1"
     if path.is_file():
-        expected = DATASETS.get(name, {}).get("sha256")
-        actual = sha256(path)
-        if expected and actual != expected:
-            raise DataError(f"{path} has sha256 {actual}, expected {expected} for {name}: the "
-                            f"file is corrupt or another version; download it again")
+        verify(path, name)
         try:
             with zipfile.ZipFile(path) as z:
                 inner = {Path(n).name: n for n in z.namelist()}
-                read = lambda f: io.TextIOWrapper(z.open(inner[f]), encoding="utf-8").read()
-                ratings_text, movies_text = read("ratings.csv"), read("movies.csv")
+                texts = [io.TextIOWrapper(z.open(inner[f]), encoding=encoding).read()
+                         for f in files]
         except (zipfile.BadZipFile, KeyError) as error:
-            raise DataError(f"{path} is not a MovieLens zip with ratings.csv and movies.csv: "
+            raise DataError(f"{path} is not a MovieLens {name} zip with {' and '.join(files)}: "
                             f"{error}") from error
     else:
-        ratings_text = (path / "ratings.csv").read_text(encoding="utf-8")
-        movies_text = (path / "movies.csv").read_text(encoding="utf-8")
-    return _parse(ratings_text, movies_text, str(path))
+        texts = [(path / f).read_text(encoding=encoding) for f in files]
+    return PARSERS[name](*texts, str(path))
 
 
-def _parse(ratings_text: str, movies_text: str, source: str) -> Ratings:
+def _parse_latest(ratings_text: str, movies_text: str, source: str) -> Ratings:
     rows = list(csv.DictReader(io.StringIO(ratings_text)))
-    require(len(rows) > 0, "data", source, "must hold at least one rating")
-    users = np.array([int(r["userId"]) for r in rows])
-    movies = np.array([int(r["movieId"]) for r in rows])
-    ratings = np.array([float(r["rating"]) for r in rows], np.float32)
-    movie_rows = list(csv.DictReader(io.StringIO(movies_text)))
-    movie_genres = {int(r["movieId"]): r["genres"].split("|") for r in movie_rows}
+    movie_genres = {int(r["movieId"]): r["genres"].split("|")
+                    for r in csv.DictReader(io.StringIO(movies_text))}
+    return _build([int(r["userId"]) for r in rows], [int(r["movieId"]) for r in rows],
+                  [float(r["rating"]) for r in rows], movie_genres, source)
+
+
+def _parse_100k(ratings_text: str, items_text: str, source: str) -> Ratings:
+    rows = [line.split("\t") for line in ratings_text.splitlines() if line.strip()]
+    movie_genres = {}
+    for line in items_text.splitlines():
+        fields = line.split("|")
+        if len(fields) >= 5 + len(GENRES_100K):
+            flags = fields[-len(GENRES_100K):]
+            movie_genres[int(fields[0])] = [g for g, f in zip(GENRES_100K, flags) if f == "1"]
+    return _build([int(r[0]) for r in rows], [int(r[1]) for r in rows],
+                  [float(r[2]) for r in rows], movie_genres, source)
+
+
+def _parse_1m(ratings_text: str, movies_text: str, source: str) -> Ratings:
+    rows = [line.split("::") for line in ratings_text.splitlines() if line.strip()]
+    movie_genres = {int(f[0]): f[2].split("|")
+                    for f in (line.split("::") for line in movies_text.splitlines() if line.strip())}
+    return _build([int(r[0]) for r in rows], [int(r[1]) for r in rows],
+                  [float(r[2]) for r in rows], movie_genres, source)
+
+
+PARSERS = {"ml-latest-small": _parse_latest, "ml-100k": _parse_100k, "ml-1m": _parse_1m}
+
+
+def _build(users, movies, ratings, movie_genres: dict, source: str) -> Ratings:
+    """Ratings from raw ids: users and rated movies renumbered in order of their ids, genres
+    as a multi-hot table over every genre name seen."""
+    require(len(users) > 0, "data", source, "must hold at least one rating")
+    users, movies = np.asarray(users), np.asarray(movies)
     genre_names = tuple(sorted({g for gs in movie_genres.values() for g in gs}))
     movie_ids = np.unique(movies)   # only rated movies get an index
     genres = np.zeros((len(movie_ids), len(genre_names)), np.float32)
@@ -136,8 +192,8 @@ def _parse(ratings_text: str, movies_text: str, source: str) -> Ratings:
         for g in movie_genres.get(int(m), []):
             genres[i, column[g]] = 1.0
     return Ratings(np.searchsorted(np.unique(users), users).astype(np.int32),
-                   np.searchsorted(movie_ids, movies).astype(np.int32), ratings, genres,
-                   genre_names, source)
+                   np.searchsorted(movie_ids, movies).astype(np.int32),
+                   np.asarray(ratings, np.float32), genres, genre_names, source)
 
 
 def synthetic(num_users: int = 60, num_movies: int = 300, num_genres: int = 8,

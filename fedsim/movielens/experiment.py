@@ -25,7 +25,7 @@ from fedsim.engine import (ALGORITHMS, Federation, init_state, make_checkpointed
                            log_checkpoints, raise_if_nonfinite)
 from fedsim.errors import check_choice, check_int, check_real, require
 from fedsim.movielens import data as D
-from fedsim.movielens.clients import FeedbackSpec, make_clients, select_users
+from fedsim.movielens.clients import FeedbackSpec, group_users, make_clients, select_users
 from fedsim.movielens.metrics import evaluate_scores
 from fedsim.movielens.task import ModelSpec, init_params, make_task
 from fedsim.results import prepare_out_dir, write_csv, write_json
@@ -37,7 +37,8 @@ T_975 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 class MovieLensRunConfig:
     data: str | None = None            # path; None: $FEDSIM_DATA, then ../shared/data
     dataset: str = "ml-latest-small"   # or "synthetic"
-    clients: int | None = None         # users, one per client; None: all
+    clients: int | None = None         # clients drawn; None: all users
+    users_per_client: int = 1          # > 1: each client holds a group of users
     lam: float = 0.5
     feedback: FeedbackSpec = field(default_factory=FeedbackSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -52,6 +53,7 @@ class MovieLensRunConfig:
         check_choice("dataset", self.dataset, tuple(D.DATASETS) + ("synthetic",))
         if self.clients is not None:
             check_int("clients (K)", self.clients, 1)
+        check_int("users_per_client", self.users_per_client, 1)
         check_real("lam", self.lam, 0.0)
         self.feedback.validate()
         self.model.validate()
@@ -83,9 +85,15 @@ def _ci(values) -> tuple[float, float]:
 
 def user_majority_accuracy(clients: dict) -> float:
     """Each user's majority training label, predicted for its test ratings (ties: positive)."""
-    pos = (clients["train_label"] * clients["train_mask"]).sum(1)
-    majority = (pos >= clients["train_count"] / 2).astype(np.float32)
-    correct = (clients["test_label"] == majority[:, None]) * clients["test_mask"]
+    members = clients["member_mask"].shape[1]
+    user = lambda part: (np.arange(clients[f"{part}_mask"].shape[0])[:, None] * members
+                         + clients[f"{part}_member"])   # (client, member) as one index
+    size = clients["member_mask"].size
+    weights = clients["train_mask"].ravel()
+    pos = np.bincount(user("train").ravel(), clients["train_label"].ravel() * weights, size)
+    count = np.bincount(user("train").ravel(), weights, size)
+    majority = (pos >= count / 2).astype(np.float32)[user("test")]
+    correct = (clients["test_label"] == majority) * clients["test_mask"]
     return float(correct.sum() / clients["test_mask"].sum())
 
 
@@ -98,8 +106,10 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
     wall = time.perf_counter()
     ratings = load_ratings(config)
     split = D.split_per_user(ratings, seed=config.seed)
-    users = select_users(ratings, config.clients, config.seed)
-    clients = make_clients(ratings, split, users, config.lam, config.feedback, config.seed)
+    groups = group_users(select_users(ratings, config.clients, config.seed,
+                                      config.users_per_client),
+                         config.users_per_client, config.seed)
+    clients = make_clients(ratings, split, groups, config.lam, config.feedback, config.seed)
     data = {k: jnp.asarray(v) for k, v in clients.items()}
     weights = jnp.asarray(clients["train_count"] / clients["train_count"].sum())   # authors' FedAvg
     steps_per_epoch = math.ceil(float(clients["train_count"].mean()) / config.model.batch)
@@ -145,10 +155,11 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
                                  "mean_client_accuracy": float(np.nanmean(f["client_accuracy"])),
                                  "median_client_spearman": float(np.nanmedian(f["client_spearman"]))})
                 test, personal = figures["test"], figures["test_personal"]
-                for k, u in enumerate(users):
+                for k, group in enumerate(groups):
                     client_rows.append({
                         "algorithm": algorithm, "seed": s, "round": int(t), "client": k,
-                        "user": int(u), "test_accuracy": test["client_accuracy"][k],
+                        "users": " ".join(map(str, group)),
+                        "test_accuracy": test["client_accuracy"][k],
                         "test_spearman": test["client_spearman"][k],
                         "personal_test_accuracy": personal["client_accuracy"][k],
                         "personalization_gain": personal["client_accuracy"][k]
@@ -161,7 +172,8 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
                    "median_client_spearman": _ci([np.nanmedian(f["client_spearman"]) for f in fs])}
             for name, fs in final.items()} | {"compile_seconds": compile_s, "run_seconds": run_s}
     summary.update({
-        "clients": len(users), "local_steps_per_round": E, "steps_per_epoch": steps_per_epoch,
+        "clients": len(groups), "users": int(sum(len(g) for g in groups)),
+        "local_steps_per_round": E, "steps_per_epoch": steps_per_epoch,
         "user_majority_test_accuracy": user_majority_accuracy(clients),
         "ratings": int(len(ratings.user)), "source": ratings.source,
         "wall_seconds": time.perf_counter() - wall,

@@ -11,8 +11,9 @@ with full information). Items do not depend on the action taken, so a bootstrap 
 gamma max_a' Q(s', a') (the authors' gamma = 0.99) would be the same for both actions and
 leave the recommendation argmax_a Q(s, a) unchanged; it is left out (gamma = 0).
 
-Shared (aggregated) parameters: movie embeddings and the MLP (flax). Private: the user's
-embedding and action biases (personalisation), and the reward model's weights.
+Shared (aggregated) parameters: movie embeddings and the MLP (flax). Private: each of the
+client's users' embedding and action biases (personalisation; a client holds one user or a
+group), and the reward model's weights.
 """
 
 from __future__ import annotations
@@ -105,8 +106,10 @@ def make_task(num_movies: int, genres: np.ndarray, spec: ModelSpec) -> tuple[Tas
     genre_table = jnp.asarray(genres)
     features = reward_features(genres)
 
-    def q_values(params, private, movie):
-        return net.apply(params, movie, genre_table[movie], private["user"]) + private["bias"]
+    def q_values(params, private, movie, member):
+        """Q(s, .) of the ratings (movie, member): member indexes the client's users."""
+        return (net.apply(params, movie, genre_table[movie], private["user"][member])
+                + private["bias"][member])
 
     # Local optimiser: Adam (state private, never aggregated) on the MLP and on the personal
     # parameters; the movie embeddings, whose rows are touched sparsely, take plain gradient
@@ -115,7 +118,9 @@ def make_task(num_movies: int, genres: np.ndarray, spec: ModelSpec) -> tuple[Tas
     shared_opt, personal_opt = optax.adam(1.0), optax.adam(spec.private_lr)
 
     def init_private(data, key):
-        personal = {"user": 0.01 * jax.random.normal(key, (spec.dim,)), "bias": jnp.zeros(2)}
+        members = data["member_mask"].shape[-1]
+        personal = {"user": 0.01 * jax.random.normal(key, (members, spec.dim)),
+                    "bias": jnp.zeros((members, 2))}
         return {**personal, "reward": fit_reward_model(data, features, spec),
                 "mlp_opt": shared_opt.init(_mlp(template)),
                 "personal_opt": personal_opt.init(personal)}
@@ -129,12 +134,12 @@ def make_task(num_movies: int, genres: np.ndarray, spec: ModelSpec) -> tuple[Tas
         batch_key, action_key = jax.random.split(key)
         u = jax.random.uniform(batch_key, (spec.batch,))
         idx = jnp.floor(u * data["train_count"]).astype(int)
-        movie, label = data["train_movie"][idx], data["train_label"][idx]
+        movie, label, member = (data[f"train_{c}"][idx] for c in ("movie", "label", "member"))
         targets = shaped_targets(private, data, movie, label)
         personal = {"user": private["user"], "bias": private["bias"]}
 
         def loss(params, personal):
-            q = q_values(params, {**private, **personal}, movie)
+            q = q_values(params, {**private, **personal}, movie, member)
             if spec.update == "fitted_q":
                 return 0.5 * jnp.mean(jnp.sum((q - targets) ** 2, -1))
             action = jax.random.categorical(action_key, jax.lax.stop_gradient(q))
@@ -151,18 +156,19 @@ def make_task(num_movies: int, genres: np.ndarray, spec: ModelSpec) -> tuple[Tas
         return ascent, {**private, **personal, "mlp_opt": mlp_opt,
                         "personal_opt": personal_opt_state}
 
-    def scores(params, private, movie):
-        q = q_values(params, private, movie)
+    def scores(params, private, movie, member):
+        q = q_values(params, private, movie, member)
         return q[..., 0] - q[..., 1]   # > 0: recommend
 
     def evaluate(params, client_params, private, data, weights):
-        global_model = jax.vmap(scores, (None, 0, 0))
-        personal_model = jax.vmap(scores, (0, 0, 0))
+        global_model = jax.vmap(scores, (None, 0, 0, 0))
+        personal_model = jax.vmap(scores, (0, 0, 0, 0))
+        part = lambda name: (data[f"{name}_movie"], data[f"{name}_member"])
         return {
-            "test_score": global_model(params, private, data["test_movie"]),
-            "test_score_personal": personal_model(client_params, private, data["test_movie"]),
-            "train_score": global_model(params, private, data["train_movie"]),
-            "val_score": global_model(params, private, data["val_movie"]),
+            "test_score": global_model(params, private, *part("test")),
+            "test_score_personal": personal_model(client_params, private, *part("test")),
+            "train_score": global_model(params, private, *part("train")),
+            "val_score": global_model(params, private, *part("val")),
         }
 
     return Task(init_private, direction, evaluate), net
