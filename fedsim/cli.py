@@ -180,11 +180,11 @@ def _run_movielens(args: argparse.Namespace) -> int:
     if args.download:
         data = str(download(Path(args.download), args.dataset))
     config = MovieLensRunConfig(
-        data=data, dataset=args.dataset, clients=args.clients,
+        data=data, hub=args.hub, dataset=args.dataset, clients=args.clients,
         users_per_client=args.users_per_client, lam=args.lam,
         feedback=FeedbackSpec(args.noise, args.band, args.taste, args.pairs),
         model=ModelSpec(args.dim, args.hidden, args.batch, args.private_lr, args.embedding_scale,
-                        update=args.update),
+                        update=args.update, gamma=args.gamma),
         algorithms=tuple(ALGORITHMS) if args.algorithm == "all" else (args.algorithm,),
         rounds=args.rounds, local_epochs=args.local_epochs, lr=args.lr, seed=args.seed,
         num_seeds=args.num_seeds).validate()
@@ -284,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", default=None,
                    help="the dataset's zip (e.g. ml-latest-small.zip) or its unpacked folder "
                         "(default: $FEDSIM_DATA, then ../shared/data/)")
+    g.add_argument("--hub", default=None, metavar="NAME",
+                   help="read the ratings with the Hugging Face datasets library instead: a "
+                        "folder saved by Dataset.save_to_disk, or a hub name (fetched online); "
+                        "columns userId, movieId, rating, genres (or user_id, movie_id/item_id, "
+                        "...)")
     g.add_argument("--download", default=None, metavar="DIR",
                    help="fetch the dataset's GroupLens zip into DIR first (needs the internet)")
     g.add_argument("--dataset", choices=tuple(DATASETS) + ("synthetic",),
@@ -307,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--update", choices=("fitted_q", "policy_gradient"), default="fitted_q",
                    help="local update: fitted Q-learning (the authors') or REINFORCE on "
                         "softmax(Q) with a minibatch-mean baseline")
+    g.add_argument("--gamma", type=float, default=0.0,
+                   help="fitted-Q bootstrap discount on the next training rating (the authors' "
+                        "0.99; it shifts both actions' targets alike)")
     g.add_argument("--rounds", "-T", type=int, default=20, help="communication rounds")
     g.add_argument("--local-epochs", type=int, default=5,
                    help="local epochs a round (an epoch: mean training ratings / batch steps)")

@@ -89,6 +89,39 @@ def test_older_releases_load_from_their_own_formats(tmp_path, monkeypatch, name)
     assert loaded.genre_names == tuple(sorted(names))
 
 
+def test_datasets_library_table_loads_like_the_csv(tmp_path):
+    """The --hub path on a folder saved by the datasets library (no network): MovieLens
+    column names with "A|B" genres, and snake_case names with genre lists, both load; a table
+    without a genres column is refused naming what it has."""
+    import datasets
+
+    synth = D.synthetic(num_users=5, num_movies=30, seed=1)
+    genres = ["|".join(n for n, g in zip(synth.genre_names, synth.genres[m]) if g)
+              for m in synth.movie]
+    columns = {"userId": synth.user + 1, "movieId": synth.movie + 1, "rating": synth.rating,
+               "genres": genres}
+    datasets.Dataset.from_dict(columns).save_to_disk(tmp_path / "camel")
+    snake = {"user_id": columns["userId"], "item_id": columns["movieId"],
+             "rating": columns["rating"], "genres": [g.split("|") for g in genres]}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(snake)}).save_to_disk(
+        tmp_path / "snake")
+    from_csv = D.load(_write_folder(synth, tmp_path / "csv"))
+    for name in ("camel", "snake"):
+        loaded = D.load_hub(str(tmp_path / name))
+        for field in ("user", "movie", "rating", "genres"):
+            np.testing.assert_array_equal(getattr(loaded, field), getattr(from_csv, field))
+        assert loaded.genre_names == from_csv.genre_names
+    assert main(["run", "movielens", "--hub", str(tmp_path / "camel"), "--clients", "3",
+                 "--rounds", "1", "--local-epochs", "1", "--num-seeds", "1", "--algorithm",
+                 "fedavg", "--dim", "4", "--hidden", "8", "--out", str(tmp_path / "run"),
+                 "--quiet"]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["source"].startswith("hub:")
+    datasets.Dataset.from_dict({"userId": [1], "movieId": [1], "rating": [4.0]}).save_to_disk(
+        tmp_path / "bare")
+    with pytest.raises(D.DataError, match="columns .*userId.* needs a genres column"):
+        D.load_hub(str(tmp_path / "bare"))
+
+
 def test_missing_data_says_where_it_looked_and_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDSIM_DATA", str(tmp_path / "nothing"))
     monkeypatch.setattr(D, "PROJECT_ROOT", tmp_path / "project")
@@ -252,12 +285,13 @@ def test_run_writes_results_and_is_deterministic(tmp_path):
     assert all(p.stat().st_size > 1000 for p in written)
 
 
-@pytest.mark.parametrize("update", ["fitted_q", "policy_gradient"])
-def test_learning_beats_chance_on_synthetic_data(update):
+@pytest.mark.parametrize("update,gamma", [("fitted_q", 0.0), ("policy_gradient", 0.0),
+                                          ("fitted_q", 0.99)])
+def test_learning_beats_chance_on_synthetic_data(update, gamma):
     config = _synthetic_config(clients=30, rounds=15, local_epochs=2, num_seeds=1,
                                algorithms=("fedavg",), lr=0.03,
                                model=ModelSpec(dim=8, hidden=16, batch=16, reward_steps=20,
-                                               update=update))
+                                               update=update, gamma=gamma))
     s = run_movielens(config, progress=False)["summary"]
     final = s["algorithms"]["fedavg"]["test"]
     assert final["auc"][0] > 0.6   # the planted structure is learnable
@@ -322,6 +356,7 @@ def test_real_movielens_zip_loads_and_trains():
                                               ("--clients", "0", "--clients (K) = 0"),
                                               ("--lr", "0", "--lr = 0.0"),
                                               ("--pairs", "0", "--pairs = 0"),
+                                              ("--gamma", "1", "--gamma = 1.0"),
                                               ("--users-per-client", "0",
                                                "--users-per-client = 0")])
 def test_bad_movielens_input_is_named_before_anything_runs(flag, value, named, tmp_path, capsys,

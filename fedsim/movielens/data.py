@@ -178,6 +178,46 @@ def _parse_1m(ratings_text: str, movies_text: str, source: str) -> Ratings:
 
 PARSERS = {"ml-latest-small": _parse_latest, "ml-100k": _parse_100k, "ml-1m": _parse_1m}
 
+# Column spellings accepted from a `datasets` table, first match wins.
+HUB_COLUMNS = {"user": ("userId", "user_id", "user"),
+               "movie": ("movieId", "movie_id", "item_id", "item"),
+               "rating": ("rating", "ratings"),
+               "genres": ("genres", "genre")}
+
+
+def load_hub(name: str) -> Ratings:
+    """Ratings from the Hugging Face `datasets` library: a folder written by
+    Dataset.save_to_disk, or else a hub name fetched by datasets.load_dataset (the one path,
+    with --download, that may use the network, and only when asked). One row per rating with
+    user, movie, rating and genres columns (MovieLens or snake_case spellings; genres as
+    "A|B" strings or lists); a DatasetDict's "train" split is used."""
+    import datasets
+
+    if Path(name).is_dir():
+        table = datasets.load_from_disk(name)
+    else:
+        try:
+            table = datasets.load_dataset(name)
+        except Exception as error:   # the library raises many kinds; all mean "not available"
+            raise DataError(f"--hub {name!r}: not a saved dataset folder and could not be loaded "
+                            f"from the Hugging Face hub ({type(error).__name__}: {error})") from error
+    if isinstance(table, datasets.DatasetDict):
+        require("train" in table, "hub", name, "must have a train split")
+        table = table["train"]
+    found = {}
+    for role, spellings in HUB_COLUMNS.items():
+        column = next((c for c in spellings if c in table.column_names), None)
+        if column is None:
+            raise DataError(f"--hub {name!r} has columns {table.column_names}; it needs a "
+                            f"{role} column named one of {list(spellings)}")
+        found[role] = table[column]
+    movie_genres = {}
+    for movie, genres in zip(found["movie"], found["genres"]):
+        movie_genres.setdefault(int(movie), genres.split("|") if isinstance(genres, str)
+                                else list(genres))
+    return _build([int(u) for u in found["user"]], [int(m) for m in found["movie"]],
+                  [float(r) for r in found["rating"]], movie_genres, f"hub:{name}")
+
 
 def _build(users, movies, ratings, movie_genres: dict, source: str) -> Ratings:
     """Ratings from raw ids: users and rated movies renumbered in order of their ids, genres

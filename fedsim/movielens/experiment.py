@@ -36,6 +36,7 @@ T_975 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 @dataclass(frozen=True)
 class MovieLensRunConfig:
     data: str | None = None            # path; None: $FEDSIM_DATA, then ../shared/data
+    hub: str | None = None             # a `datasets` folder or hub name, instead of data
     dataset: str = "ml-latest-small"   # or "synthetic"
     clients: int | None = None         # clients drawn; None: all users
     users_per_client: int = 1          # > 1: each client holds a group of users
@@ -51,6 +52,8 @@ class MovieLensRunConfig:
 
     def validate(self) -> "MovieLensRunConfig":
         check_choice("dataset", self.dataset, tuple(D.DATASETS) + ("synthetic",))
+        require(self.hub is None or self.data is None, "hub", self.hub,
+                "cannot be combined with --data (give one source)")
         if self.clients is not None:
             check_int("clients (K)", self.clients, 1)
         check_int("users_per_client", self.users_per_client, 1)
@@ -71,6 +74,8 @@ class MovieLensRunConfig:
 def load_ratings(config: MovieLensRunConfig) -> D.Ratings:
     if config.dataset == "synthetic":
         return D.synthetic(seed=config.seed)
+    if config.hub is not None:
+        return D.load_hub(config.hub)
     return D.load(D.locate(config.data, config.dataset), config.dataset)
 
 
