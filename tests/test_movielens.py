@@ -171,6 +171,10 @@ def test_clients_are_padded_masked_and_independent_of_the_others():
         expected = np.sort(r.movie[(r.user == u) & (split == 0)])
         np.testing.assert_array_equal(np.sort(c["train_movie"][k, :n]), expected)
         assert set(np.unique(c["direct"][k, :n])) <= {-1.0, 0.0, 1.0}
+    # Taste labels: the plain labels when clients have no taste, and not otherwise.
+    plain = make_clients(r, split, users, 0.5, FeedbackSpec(taste=0.0, pairs=16), seed=0)
+    np.testing.assert_array_equal(plain["test_taste_label"], plain["test_label"])
+    assert ((c["test_taste_label"] != c["test_label"]) * c["test_mask"]).any()
     # Client k's feedback depends only on (seed, user): another selection leaves it unchanged.
     other = make_clients(r, split, users[1:], 0.5, FeedbackSpec(pairs=16), seed=0)
     np.testing.assert_array_equal(other["direct"][0], c["direct"][1][:other["direct"].shape[1]])
@@ -275,8 +279,9 @@ def test_run_writes_results_and_is_deterministic(tmp_path):
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert set(summary["algorithms"]) == {"fedavg", "centralized", "local"}
     rows = a["rows"]
-    assert {r["split"] for r in rows} == {"test", "test_personal", "train", "val"}
-    assert len(rows) == 3 * 2 * 3 * 4   # algorithms x seeds x rounds x splits
+    assert {r["split"] for r in rows} == {"test", "test_personal", "taste", "taste_personal",
+                                          "train", "val"}
+    assert len(rows) == 3 * 2 * 3 * 6   # algorithms x seeds x rounds x splits
     assert 0 <= summary["user_majority_test_accuracy"] <= 1
     from figures import make_figures
 

@@ -13,7 +13,10 @@ that clients differ (a genre taste b_u, in stars):
     pairwise              for random pairs (i, j) of the user's training movies, whether
                           r~_i > r~_j.
 
-The feedback and the local reward model fitted to it never leave the client. A client that
+The feedback and the local reward model fitted to it never leave the client. For measuring
+personalisation, each test rating also gets the user's taste label: whether
+rating + taste * b_u . g_m / |g_m| >= 4, what the user's biased feedback would call a
+recommendation (noise-free); the plain label is the rating alone. A client that
 holds a group of users (a household, a clinic's patients) pools its users' feedback into one
 reward model and keeps one personal embedding per user; `member` arrays say whose each
 rating is.
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedsim.errors import check_int, check_real, require
-from fedsim.movielens.data import Ratings, ratings_by_user
+from fedsim.movielens.data import POSITIVE_RATING, Ratings, ratings_by_user
 
 PARTS = {0: "train", 1: "val", 2: "test"}
 
@@ -89,7 +92,7 @@ def make_clients(ratings: Ratings, split: np.ndarray, clients, lam,
     require(bool(np.all(lam >= 0)), "lam", lam.tolist(), "must be >= 0")
     G = ratings.genres.shape[1]
     per_genre = ratings.genres / np.maximum(ratings.genres.sum(1, keepdims=True), 1)
-    columns = ("movie", "label", "rating", "member")
+    columns = ("movie", "label", "rating", "member", "taste_label")
     parts = {name: {c: [] for c in columns} for name in PARTS.values()}
     direct, pairs_i, pairs_j, prefs = [], [], [], []
     by_user = ratings_by_user(ratings)
@@ -105,6 +108,8 @@ def make_clients(ratings: Ratings, split: np.ndarray, clients, lam,
                 held[name]["label"].append(ratings.label[rows])
                 held[name]["rating"].append(ratings.rating[rows])
                 held[name]["member"].append(np.full(len(rows), member))
+                shifted = ratings.rating[rows] + per_genre[ratings.movie[rows]] @ taste
+                held[name]["taste_label"].append((shifted >= POSITIVE_RATING).astype(np.float32))
             movies, stars = held["train"]["movie"][-1], held["train"]["rating"][-1]
             noisy = stars + per_genre[movies] @ taste + rng.normal(0, feedback.noise, len(movies))
             reference = stars.mean() if len(stars) else 0.0
@@ -131,6 +136,7 @@ def make_clients(ratings: Ratings, split: np.ndarray, clients, lam,
         data[f"{name}_label"] = _pad(cols["label"], np.float32)
         data[f"{name}_rating"] = _pad(cols["rating"], np.float32)
         data[f"{name}_member"] = _pad(cols["member"], np.int32)
+        data[f"{name}_taste_label"] = _pad(cols["taste_label"], np.float32)
         data[f"{name}_mask"] = _pad([np.ones(len(m)) for m in cols["movie"]], np.float32)
         data[f"{name}_count"] = np.array([len(m) for m in cols["movie"]], np.float32)
     data["member_mask"] = _pad([np.ones(len(g)) for g in groups], np.float32)
