@@ -22,6 +22,11 @@ def _weights(text: str):
     return text if text in ("uniform", "samples") else [float(w) for w in text.split(",")]
 
 
+def _lams(text: str) -> float | tuple[float, ...]:
+    values = tuple(float(v) for v in text.split(","))
+    return values[0] if len(values) == 1 else values
+
+
 def _add_tabular_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("instance (a seeded family of heterogeneous tabular MDPs)")
     g.add_argument("--clients", "-K", type=int, default=10, help="number of clients K (>= 1)")
@@ -192,12 +197,13 @@ def _run_movielens(args: argparse.Namespace) -> int:
     print(f"{s['clients']} clients ({s['users']} users), {s['local_steps_per_round']} local "
           f"steps a round; "
           f"user-majority baseline {s['user_majority_test_accuracy']:.4f} (test)")
-    print(f"{'algorithm':<12} {'test accuracy':>20} {'test AUC':>18} {'train accuracy':>20} "
-          f"{'median Spearman':>18}")
-    for name, a in s["algorithms"].items():
-        cell = lambda f: f"{f[0]:.4f} +- {f[1]:.4f}"
-        print(f"{name:<12} {cell(a['test']['accuracy']):>20} {cell(a['test']['auc']):>18} "
-              f"{cell(a['train']['accuracy']):>20} {cell(a['test']['median_client_spearman']):>18}")
+    print(f"{'algorithm':<12} {'lambda':>6} {'test accuracy':>20} {'test AUC':>18} "
+          f"{'taste accuracy':>20} {'train accuracy':>20} {'median Spearman':>18}")
+    cell = lambda f: f"{f[0]:.4f} +- {f[1]:.4f}"
+    for r in s["results"]:
+        print(f"{r['algorithm']:<12} {r['lam']:>6g} {cell(r['test']['accuracy']):>20} "
+              f"{cell(r['test']['auc']):>18} {cell(r['taste']['accuracy']):>20} "
+              f"{cell(r['train']['accuracy']):>20} {cell(r['test']['median_client_spearman']):>18}")
     print(f"(+- : 95% CI over {config.num_seeds} seeds); {s['wall_seconds']:.1f} s; "
           f"results in {args.out}/")
     return 0
@@ -301,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="users each client holds (> 1: random groups, pooled feedback, one "
                         "personal embedding per user)")
     g = movielens.add_argument_group("feedback (simulated, per client)")
-    g.add_argument("--lam", type=float, default=0.5, help="feedback weight lambda (>= 0)")
+    g.add_argument("--lam", type=_lams, default=0.5,
+                   help="feedback weight lambda (>= 0), or several comma-separated (0,0.5,1): "
+                        "the personalisation trade-off, one compilation for all")
     g.add_argument("--noise", type=float, default=0.1, help="sigma of the noisy rating")
     g.add_argument("--band", type=float, default=0.5, help='half-width of "about right", stars')
     g.add_argument("--taste", type=float, default=1.0, help="scale of the genre bias, stars")

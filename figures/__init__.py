@@ -211,16 +211,23 @@ def tradeoff_figures(folder: Path, out: Path) -> list[Path]:
 
 def movielens_figures(folder: Path, out: Path) -> list[Path]:
     """Like the authors' MovieLens figures: accuracy by round (with the global line), and the
-    per-client accuracy and Spearman distributions by round, for FedRLHF."""
+    per-client accuracy and Spearman distributions by round, for FedRLHF, at the first lambda;
+    with several lambdas, a fourth panel: the personalisation trade-off (accuracy on the true
+    labels against accuracy on the users' taste labels, global and personal models)."""
     import matplotlib.pyplot as plt
 
     colors = _theme()
     rows, summary = _read(folder)
     with open(folder / "clients.csv") as f:
         clients = list(csv.DictReader(f))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    results = summary["results"]
+    lams = sorted({r["lam"] for r in results})
+    first = results[0]["lam"]
+    rows = [r for r in rows if float(r["lam"]) == first]
+    clients = [r for r in clients if float(r["lam"]) == first]
+    fig, axes = plt.subplots(1, 3 + (len(lams) > 1), figsize=(13 + 4.3 * (len(lams) > 1), 3.8))
     ax = axes[0]
-    for i, algorithm in enumerate(summary["algorithms"]):
+    for i, algorithm in enumerate(dict.fromkeys(r["algorithm"] for r in results)):
         for split, style in (("test", "-"), ("train", "--")):
             sel = [r for r in rows if r["algorithm"] == algorithm and r["split"] == split]
             (xs, mean, half), = _curves(sel, ["algorithm"], y="accuracy").values()
@@ -228,7 +235,7 @@ def movielens_figures(folder: Path, out: Path) -> list[Path]:
             ax.lines[-1].set_linestyle(style)
     ax.axhline(summary["user_majority_test_accuracy"], color="grey", ls=":", label="user majority")
     ax.set(xlabel="round", ylabel="accuracy (pooled over ratings)",
-           title=f"{summary['clients']} clients, 95% CI over seeds")
+           title=f"{summary['clients']} clients, lambda {first:g}, 95% CI over seeds")
     ax.legend(fontsize=7)
     fed = [r for r in clients if r["algorithm"] == "fedavg" and r["seed"] == "0"]
     rounds = sorted({int(r["round"]) for r in fed})
@@ -244,6 +251,22 @@ def movielens_figures(folder: Path, out: Path) -> list[Path]:
         axes[1].plot([int(r["round"]) for r in weighted], [float(r["accuracy"]) for r in weighted],
                      "k-", lw=1.2, label="global (pooled)")
         axes[1].legend(fontsize=7)
+    if len(lams) > 1:
+        ax = axes[3]
+        fedavg = sorted((r for r in results if r["algorithm"] == "fedavg"), key=lambda r: r["lam"])
+        for i, (model, suffix) in enumerate((("global", ""), ("personal", "_personal"))):
+            x = [r[f"test{suffix}"]["accuracy"] for r in fedavg]    # (mean, CI half-width)
+            y = [r[f"taste{suffix}"]["accuracy"] for r in fedavg]
+            ax.errorbar([m for m, _ in x], [m for m, _ in y], xerr=[h for _, h in x],
+                        yerr=[h for _, h in y], fmt="o-", ms=4, color=colors[i],
+                        label=f"FedRLHF, {model} model")
+            for r, (xi, _), (yi, _) in zip(fedavg, x, y):
+                ax.annotate(f"{r['lam']:g}", (xi, yi), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+        ax.set(xlabel="accuracy on true labels (performance)",
+               ylabel="accuracy on taste labels (personalisation)",
+               title="trade-off in lambda (labels: lambda)")
+        ax.legend(fontsize=7)
     return _save(fig, out, "movielens")
 
 

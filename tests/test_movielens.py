@@ -277,7 +277,7 @@ def test_run_writes_results_and_is_deterministic(tmp_path):
     for name in ("metrics.csv", "clients.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
-    assert set(summary["algorithms"]) == {"fedavg", "centralized", "local"}
+    assert [r["algorithm"] for r in summary["results"]] == ["fedavg", "centralized", "local"]
     rows = a["rows"]
     assert {r["split"] for r in rows} == {"test", "test_personal", "taste", "taste_personal",
                                           "train", "val"}
@@ -290,6 +290,25 @@ def test_run_writes_results_and_is_deterministic(tmp_path):
     assert all(p.stat().st_size > 1000 for p in written)
 
 
+def test_several_lambdas_in_one_run_equal_separate_runs(tmp_path):
+    """One compilation serves every lambda: its rows equal those of one run per lambda, and
+    the figure gains the trade-off panel."""
+    config = lambda lam: _synthetic_config(lam=lam, num_seeds=1, algorithms=("fedavg",))
+    both = run_movielens(config((0.0, 2.0)), tmp_path / "both", progress=False)
+    assert [r["lam"] for r in both["summary"]["results"]] == [0.0, 2.0]
+    for lam in (0.0, 2.0):
+        alone = run_movielens(config(lam), progress=False)["rows"]
+        mine = [{k: v for k, v in r.items()} for r in both["rows"] if r["lam"] == lam]
+        assert mine == alone
+    # Heavier feedback follows the clients' tastes more (the synthetic taste is 1 star).
+    taste = [r["taste"]["accuracy"][0] for r in both["summary"]["results"]]
+    assert taste[1] > taste[0]
+    from figures import make_figures
+
+    written = make_figures(tmp_path / "both", tmp_path / "figures")
+    assert [p.name for p in written] == ["movielens.png", "movielens.pdf"]
+
+
 @pytest.mark.parametrize("update,gamma", [("fitted_q", 0.0), ("policy_gradient", 0.0),
                                           ("fitted_q", 0.99)])
 def test_learning_beats_chance_on_synthetic_data(update, gamma):
@@ -298,7 +317,7 @@ def test_learning_beats_chance_on_synthetic_data(update, gamma):
                                model=ModelSpec(dim=8, hidden=16, batch=16, reward_steps=20,
                                                update=update, gamma=gamma))
     s = run_movielens(config, progress=False)["summary"]
-    final = s["algorithms"]["fedavg"]["test"]
+    final = s["results"][0]["test"]
     assert final["auc"][0] > 0.6   # the planted structure is learnable
 
 
@@ -353,7 +372,7 @@ def test_real_movielens_zip_loads_and_trains():
     config = MovieLensRunConfig(clients=10, rounds=2, local_epochs=1, num_seeds=1,
                                 algorithms=("fedavg",))
     s = run_movielens(config, progress=False)["summary"]
-    assert s["clients"] == 10 and 0.3 < s["algorithms"]["fedavg"]["test"]["accuracy"][0] < 1
+    assert s["clients"] == 10 and 0.3 < s["results"][0]["test"]["accuracy"][0] < 1
 
 
 @pytest.mark.parametrize("flag,value,named", [("--lam", "-1", "--lam = -1.0"),

@@ -1,9 +1,11 @@
 """`fedsim run movielens`: FedRLHF, centralized RLHF and local-only training on MovieLens.
 
-Writes config.json, metrics.csv (algorithm, seed, round, split: accuracy, AUC, mean and
-median per-client figures), clients.csv (per client and round: accuracy, Spearman, the
-personal model's accuracy and its gain) and summary.json (final figures with 95% confidence
-intervals over seeds, the user-majority baseline, timings). Held-out figures are on each
+Several lambdas run in one call (one compilation per algorithm): the personalisation
+trade-off. Writes config.json, metrics.csv (algorithm, lam, seed, round, split: accuracy,
+AUC, mean and median per-client figures), clients.csv (per client and round: accuracy,
+Spearman, the personal model's accuracy and its gain) and summary.json ("results": final
+figures per algorithm and lambda with 95% confidence intervals over seeds; the user-majority
+baseline; timings). Held-out figures are on each
 user's test ratings; "train" figures, on the training ratings, are there for comparison with
 the authors, who measured on the training split; "taste" figures score the same test ratings
 against the users' taste-biased labels (how far the model follows the clients' feedback), and
@@ -52,7 +54,7 @@ class MovieLensRunConfig:
     dataset: str = "ml-latest-small"   # or "synthetic"
     clients: int | None = None         # clients drawn; None: all users
     users_per_client: int = 1          # > 1: each client holds a group of users
-    lam: float = 0.5
+    lam: float | tuple[float, ...] = 0.5   # several: one run per lambda, one compilation
     feedback: FeedbackSpec = field(default_factory=FeedbackSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
     algorithms: tuple[str, ...] = ALGORITHMS
@@ -62,6 +64,10 @@ class MovieLensRunConfig:
     seed: int = 0          # the split, the clients drawn and their feedback
     num_seeds: int = 5     # training seeds (initialisation, minibatches), vmapped
 
+    @property
+    def lams(self) -> tuple[float, ...]:
+        return tuple(self.lam) if isinstance(self.lam, (tuple, list)) else (self.lam,)
+
     def validate(self) -> "MovieLensRunConfig":
         check_choice("dataset", self.dataset, tuple(D.DATASETS) + ("synthetic",))
         require(self.hub is None or self.data is None, "hub", self.hub,
@@ -69,7 +75,9 @@ class MovieLensRunConfig:
         if self.clients is not None:
             check_int("clients (K)", self.clients, 1)
         check_int("users_per_client", self.users_per_client, 1)
-        check_real("lam", self.lam, 0.0)
+        require(len(self.lams) > 0, "lam", self.lam, "must give one or more values")
+        for lam in self.lams:
+            check_real("lam", lam, 0.0)
         self.feedback.validate()
         self.model.validate()
         require(len(self.algorithms) > 0, "algorithm", self.algorithms, "must name one or more")
@@ -114,6 +122,19 @@ def user_majority_accuracy(clients: dict) -> float:
     return float(correct.sum() / clients["test_mask"].sum())
 
 
+def _compile(task, fed: Federation, params0, keys, data, weights, lrs, checkpoints):
+    """The whole run (init, rounds, logged evaluations), vmapped over training seeds and
+    compiled once; client data and weights are arguments, so other lambdas reuse it."""
+    def one(params0, key, data, weights):
+        state = init_state(task, fed, params0, data, key)
+        state, metrics = make_checkpointed_run(task, fed)(state, data, weights, key, lrs,
+                                                          jnp.asarray(checkpoints))
+        return state.nonfinite_round, metrics
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None))).lower(
+        params0, keys, data, weights).compile()
+
+
 def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
                   progress: bool = True) -> dict:
     config.validate()
@@ -126,7 +147,7 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
     groups = group_users(select_users(ratings, config.clients, config.seed,
                                       config.users_per_client),
                          config.users_per_client, config.seed)
-    clients = make_clients(ratings, split, groups, config.lam, config.feedback, config.seed)
+    clients = make_clients(ratings, split, groups, config.lams[0], config.feedback, config.seed)
     data = {k: jnp.asarray(v) for k, v in clients.items()}
     weights = jnp.asarray(clients["train_count"] / clients["train_count"].sum())   # authors' FedAvg
     steps_per_epoch = math.ceil(float(clients["train_count"].mean()) / config.model.batch)
@@ -138,25 +159,23 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
                    else log_checkpoints(config.rounds, 20))
     lrs = jnp.full((config.rounds, E), config.lr, jnp.float32)
 
-    rows, client_rows, summary = [], [], {"experiment": "movielens", "algorithms": {}}
-    for algorithm in tqdm(config.algorithms, desc="algorithms", disable=not progress):
-        fed = Federation(algorithm, E)
-
-        def one(params0, key, data, weights):   # data as arguments: never constant-folded
-            state = init_state(task, fed, params0, data, key)
-            state, metrics = make_checkpointed_run(task, fed)(state, data, weights, key, lrs,
-                                                              jnp.asarray(checkpoints))
-            return state.nonfinite_round, metrics
-
+    rows, client_rows, results = [], [], []
+    cells = [(a, lam) for a in config.algorithms for lam in config.lams]
+    compiled = {}
+    for algorithm, lam in tqdm(cells, desc="algorithm x lambda", disable=not progress):
         start = time.perf_counter()
-        run = jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
-        compiled = run.lower(params0, keys, data, weights).compile()
+        if algorithm not in compiled:   # one compilation per algorithm serves every lambda
+            compiled[algorithm] = _compile(task, Federation(algorithm, E), params0, keys, data,
+                                           weights, lrs, checkpoints)
         compile_s = time.perf_counter() - start
         start = time.perf_counter()
-        nonfinite, metrics = jax.block_until_ready(compiled(params0, keys, data, weights))
+        lam_data = {**data, "lam": jnp.full_like(data["lam"], lam)}
+        nonfinite, metrics = jax.block_until_ready(
+            compiled[algorithm](params0, keys, lam_data, weights))
         run_s = time.perf_counter() - start
         raise_if_nonfinite(nonfinite)
         metrics = jax.device_get(metrics)
+        cell = {"algorithm": algorithm, "lam": lam}
         final = {}
         for s in range(config.num_seeds):
             for c, t in enumerate(checkpoints):
@@ -165,14 +184,14 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
                     figures[name] = evaluate_scores(metrics[score][s, c], clients[label],
                                                     clients[mask])
                     f = figures[name]
-                    rows.append({"algorithm": algorithm, "seed": s, "round": int(t), "split": name,
+                    rows.append({**cell, "seed": s, "round": int(t), "split": name,
                                  "accuracy": f["accuracy"], "auc": f["auc"],
                                  "mean_client_accuracy": float(np.nanmean(f["client_accuracy"])),
                                  "median_client_spearman": float(np.nanmedian(f["client_spearman"]))})
                 test, personal = figures["test"], figures["test_personal"]
                 for k, group in enumerate(groups):
                     client_rows.append({
-                        "algorithm": algorithm, "seed": s, "round": int(t), "client": k,
+                        **cell, "seed": s, "round": int(t), "client": k,
                         "users": " ".join(map(str, group)),
                         "test_accuracy": test["client_accuracy"][k],
                         "test_spearman": test["client_spearman"][k],
@@ -182,10 +201,11 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
                 if c == len(checkpoints) - 1:
                     for name, f in figures.items():
                         final.setdefault(name, []).append(f)
-        summary["algorithms"][algorithm] = {
+        results.append(cell | {
             name: {"accuracy": _ci([f["accuracy"] for f in fs]), "auc": _ci([f["auc"] for f in fs]),
                    "median_client_spearman": _ci([np.nanmedian(f["client_spearman"]) for f in fs])}
-            for name, fs in final.items()} | {"compile_seconds": compile_s, "run_seconds": run_s}
+            for name, fs in final.items()} | {"compile_seconds": compile_s, "run_seconds": run_s})
+    summary = {"experiment": "movielens", "results": results}
     summary.update({
         "clients": len(groups), "users": int(sum(len(g) for g in groups)),
         "local_steps_per_round": E, "steps_per_epoch": steps_per_epoch,
