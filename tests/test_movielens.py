@@ -283,6 +283,18 @@ def test_run_writes_results_and_is_deterministic(tmp_path):
                                           "train", "val"}
     assert len(rows) == 3 * 2 * 3 * 6   # algorithms x seeds x rounds x splits
     assert 0 <= summary["user_majority_test_accuracy"] <= 1
+    # Validation-selected test accuracy: the test figure at each seed's best validation round.
+    fed = summary["results"][0]
+
+    def accuracy(seed, t, split):
+        return next(r["accuracy"] for r in rows if (r["algorithm"], r["seed"], r["round"],
+                                                    r["split"]) == ("fedavg", seed, t, split))
+
+    picked = []
+    for seed, t in enumerate(fed["val_selected"]["rounds"]):
+        assert accuracy(seed, t, "val") == max(accuracy(seed, u, "val") for u in (1, 2, 3))
+        picked.append(accuracy(seed, t, "test"))
+    assert fed["val_selected"]["test_accuracy"][0] == pytest.approx(np.mean(picked))
     from figures import make_figures
 
     written = make_figures(tmp_path / "a", tmp_path / "figures")
