@@ -32,4 +32,6 @@ def inverse_diagonally_dominant(M):
         return augmented.at[k].set(pivot_row)
 
     augmented = jnp.concatenate([M, jnp.eye(n, dtype=M.dtype)], axis=1)
-    return jax.lax.fori_loop(0, n, eliminate, augmented)[:, n:]
+    # Two pivots per loop iteration: 1.3x the engine's W1 throughput at K = 1000 (2-core CPU,
+    # S = 20); unrolling 4-5 gave the same, 10 or all 20 was slower (and compiles longer).
+    return jax.lax.fori_loop(0, n, eliminate, augmented, unroll=2)[:, n:]
