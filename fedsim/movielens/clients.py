@@ -79,70 +79,71 @@ def _pad(rows: list[np.ndarray], dtype) -> np.ndarray:
     return out
 
 
+def _user_data(ratings: Ratings, split: np.ndarray, rows_of_user: np.ndarray, user: int,
+               per_genre: np.ndarray, feedback: FeedbackSpec, seed: int) -> dict:
+    """One user's ratings by part and its simulated feedback; draws depend on (seed, user)."""
+    rng = np.random.default_rng([seed, 2, int(user)])
+    taste = feedback.taste * rng.normal(size=per_genre.shape[1])
+    out = {}
+    for code, name in PARTS.items():
+        rows = rows_of_user[split[rows_of_user] == code]
+        out[name] = {"movie": ratings.movie[rows], "label": ratings.label[rows],
+                     "rating": ratings.rating[rows]}
+    test = out["test"]
+    test["taste_label"] = (test["rating"] + per_genre[test["movie"]] @ taste
+                           >= POSITIVE_RATING).astype(np.float32)
+    movies, stars = out["train"]["movie"], out["train"]["rating"]
+    noisy = stars + per_genre[movies] @ taste + rng.normal(0, feedback.noise, len(movies))
+    reference = stars.mean() if len(stars) else 0.0
+    out["direct"] = np.where(noisy > reference + feedback.band, 1.0,
+                             np.where(noisy < reference - feedback.band, -1.0, 0.0))
+    n = len(movies)
+    i, j = (rng.integers(0, n, feedback.pairs), rng.integers(0, n, feedback.pairs)) if n else (
+        np.zeros(0, int), np.zeros(0, int))
+    keep = i != j
+    out["pair_i"], out["pair_j"] = movies[i[keep]], movies[j[keep]]
+    out["pair_pref"] = (noisy[i[keep]] > noisy[j[keep]]).astype(np.float32)
+    return out
+
+
 def make_clients(ratings: Ratings, split: np.ndarray, clients, lam,
                  feedback: FeedbackSpec = FeedbackSpec(), seed: int = 0) -> dict:
     """Client data with a leading client axis. `clients`: one user id per client, or a list
     of user-id arrays (group_users). For each part (train, val, test): movie ids, labels,
     ratings, the member (index of the rating's user within its client) and a mask, padded to
-    the longest client; direct feedback per training rating; pairwise comparisons (within a
-    user); counts; member_mask; lambda_k. A user's draws depend on (seed, user) only."""
+    the longest client; test taste labels; direct feedback per training rating; pairwise
+    comparisons (within a user); counts; member_mask; lambda_k. A user's draws depend on
+    (seed, user) only, whichever client holds it."""
     feedback.validate()
     groups = [np.atleast_1d(np.asarray(c)) for c in clients]
     lam = np.broadcast_to(np.asarray(lam, np.float32), (len(groups),))
     require(bool(np.all(lam >= 0)), "lam", lam.tolist(), "must be >= 0")
-    G = ratings.genres.shape[1]
     per_genre = ratings.genres / np.maximum(ratings.genres.sum(1, keepdims=True), 1)
-    columns = ("movie", "label", "rating", "member", "taste_label")
-    parts = {name: {c: [] for c in columns} for name in PARTS.values()}
-    direct, pairs_i, pairs_j, prefs = [], [], [], []
     by_user = ratings_by_user(ratings)
+    columns = {name: ["movie", "label", "rating"] for name in PARTS.values()}
+    columns["test"].append("taste_label")
+    held = {(name, c): [] for name, cs in columns.items() for c in cs + ["member"]}
+    held.update({(c, None): [] for c in ("direct", "pair_i", "pair_j", "pair_pref")})
     for group in groups:
-        held = {name: {c: [] for c in columns} for name in PARTS.values()}
-        feedback_of = {"direct": [], "i": [], "j": [], "pref": []}
-        for member, u in enumerate(group):
-            rng = np.random.default_rng([seed, 2, int(u)])
-            taste = feedback.taste * rng.normal(size=G)
-            for code, name in PARTS.items():
-                rows = by_user[u][split[by_user[u]] == code]
-                held[name]["movie"].append(ratings.movie[rows])
-                held[name]["label"].append(ratings.label[rows])
-                held[name]["rating"].append(ratings.rating[rows])
-                held[name]["member"].append(np.full(len(rows), member))
-                shifted = ratings.rating[rows] + per_genre[ratings.movie[rows]] @ taste
-                held[name]["taste_label"].append((shifted >= POSITIVE_RATING).astype(np.float32))
-            movies, stars = held["train"]["movie"][-1], held["train"]["rating"][-1]
-            noisy = stars + per_genre[movies] @ taste + rng.normal(0, feedback.noise, len(movies))
-            reference = stars.mean() if len(stars) else 0.0
-            feedback_of["direct"].append(np.where(
-                noisy > reference + feedback.band, 1.0,
-                np.where(noisy < reference - feedback.band, -1.0, 0.0)))
-            n = len(movies)
-            i, j = (rng.integers(0, n, feedback.pairs), rng.integers(0, n, feedback.pairs)) if n \
-                else (np.zeros(0, int), np.zeros(0, int))
-            keep = i != j
-            feedback_of["i"].append(movies[i[keep]])
-            feedback_of["j"].append(movies[j[keep]])
-            feedback_of["pref"].append((noisy[i[keep]] > noisy[j[keep]]).astype(np.float32))
-        for name in PARTS.values():
-            for c in columns:
-                parts[name][c].append(np.concatenate(held[name][c]))
-        direct.append(np.concatenate(feedback_of["direct"]))
-        pairs_i.append(np.concatenate(feedback_of["i"]))
-        pairs_j.append(np.concatenate(feedback_of["j"]))
-        prefs.append(np.concatenate(feedback_of["pref"]))
+        users = [_user_data(ratings, split, by_user[u], u, per_genre, feedback, seed)
+                 for u in group]
+        for (name, c), out in held.items():
+            if c is None:
+                out.append(np.concatenate([d[name] for d in users]))
+            elif c == "member":
+                out.append(np.concatenate([np.full(len(d[name]["movie"]), m)
+                                           for m, d in enumerate(users)]))
+            else:
+                out.append(np.concatenate([d[name][c] for d in users]))
     data = {}
-    for name, cols in parts.items():
-        data[f"{name}_movie"] = _pad(cols["movie"], np.int32)
-        data[f"{name}_label"] = _pad(cols["label"], np.float32)
-        data[f"{name}_rating"] = _pad(cols["rating"], np.float32)
-        data[f"{name}_member"] = _pad(cols["member"], np.int32)
-        data[f"{name}_taste_label"] = _pad(cols["taste_label"], np.float32)
-        data[f"{name}_mask"] = _pad([np.ones(len(m)) for m in cols["movie"]], np.float32)
-        data[f"{name}_count"] = np.array([len(m) for m in cols["movie"]], np.float32)
+    for (name, c), values in held.items():
+        field = name if c is None else c
+        data[name if c is None else f"{name}_{c}"] = _pad(
+            values, np.int32 if field in ("movie", "member", "pair_i", "pair_j") else np.float32)
+    for name in PARTS.values():
+        data[f"{name}_mask"] = _pad([np.ones(len(m)) for m in held[(name, "movie")]], np.float32)
+        data[f"{name}_count"] = np.array([len(m) for m in held[(name, "movie")]], np.float32)
     data["member_mask"] = _pad([np.ones(len(g)) for g in groups], np.float32)
-    data["direct"] = _pad(direct, np.float32)
-    data["pair_i"], data["pair_j"] = _pad(pairs_i, np.int32), _pad(pairs_j, np.int32)
-    data["pair_pref"] = _pad(prefs, np.float32)
-    data["pair_mask"] = _pad([np.ones(len(p)) for p in prefs], np.float32)
+    data["pair_mask"] = _pad([np.ones(len(p)) for p in held[("pair_pref", None)]], np.float32)
     data["lam"] = lam.astype(np.float32)
     return data

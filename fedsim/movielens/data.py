@@ -1,9 +1,11 @@
 """MovieLens ratings: find, verify and load them; a synthetic look-alike; per-user splits.
 
-Where the data come from, in order: an explicit path (`--data`), the FEDSIM_DATA environment
-variable (a file or a folder holding it), then `../shared/data/` beside the project. Nothing
-is downloaded unless asked (`download`). A zip is checked against its published sha256.
-Labels follow the FedRLHF authors: a rating >= 4 is a positive ("recommend").
+Releases: ml-latest-small, ml-100k and ml-1m (GroupLens), each in its own file format. Where
+the data come from, in order: an explicit path (`--data`), the FEDSIM_DATA environment
+variable (a file or a folder holding it), then `../shared/data/` beside the project; or a
+table of the Hugging Face `datasets` library (`load_hub`). Nothing is downloaded unless asked
+(`download`, or a hub name). A zip is checked against its published checksum. Labels follow
+the FedRLHF authors: a rating >= 4 is a positive ("recommend").
 """
 
 from __future__ import annotations
