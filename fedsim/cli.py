@@ -189,7 +189,7 @@ def _run_movielens(args: argparse.Namespace) -> int:
         users_per_client=args.users_per_client, lam=args.lam,
         feedback=FeedbackSpec(args.noise, args.band, args.taste, args.pairs),
         model=ModelSpec(args.dim, args.hidden, args.batch, args.private_lr, args.embedding_scale,
-                        update=args.update, gamma=args.gamma),
+                        update=args.update, gamma=args.gamma, temperature=args.temperature),
         algorithms=tuple(ALGORITHMS) if args.algorithm == "all" else (args.algorithm,),
         rounds=args.rounds, local_epochs=args.local_epochs, lr=args.lr, seed=args.seed,
         num_seeds=args.num_seeds).validate()
@@ -319,9 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = movielens.add_argument_group("model and training")
     g.add_argument("--algorithm", choices=ALGORITHMS + ("all",), default="all",
                    help="fedavg (FedRLHF), centralized, local, or all three")
-    g.add_argument("--update", choices=("fitted_q", "policy_gradient"), default="fitted_q",
-                   help="local update: fitted Q-learning (the authors') or REINFORCE on "
-                        "softmax(Q) with a minibatch-mean baseline")
+    g.add_argument("--update", choices=("fitted_q", "soft_q", "policy_gradient"),
+                   default="fitted_q",
+                   help="local update: fitted Q-learning (the authors'); soft_q: softmax(Q) fitted "
+                        "by cross-entropy to the soft-optimal policy softmax(r / --temperature); "
+                        "or REINFORCE on softmax(Q) with a minibatch-mean baseline")
+    g.add_argument("--temperature", type=float, default=0.5,
+                   help="temperature of the soft-optimal policy (soft_q only; > 0)")
     g.add_argument("--gamma", type=float, default=0.0,
                    help="fitted-Q bootstrap discount on the next training rating (the authors' "
                         "0.99; it shifts both actions' targets alike)")

@@ -321,8 +321,8 @@ def test_several_lambdas_in_one_run_equal_separate_runs(tmp_path):
     assert [p.name for p in written] == ["movielens.png", "movielens.pdf"]
 
 
-@pytest.mark.parametrize("update,gamma", [("fitted_q", 0.0), ("policy_gradient", 0.0),
-                                          ("fitted_q", 0.99)])
+@pytest.mark.parametrize("update,gamma", [("fitted_q", 0.0), ("soft_q", 0.0),
+                                          ("policy_gradient", 0.0), ("fitted_q", 0.99)])
 def test_learning_beats_chance_on_synthetic_data(update, gamma):
     config = _synthetic_config(clients=30, rounds=15, local_epochs=2, num_seeds=1,
                                algorithms=("fedavg",), lr=0.03,
@@ -393,6 +393,7 @@ def test_real_movielens_zip_loads_and_trains():
                                               ("--lr", "0", "--lr = 0.0"),
                                               ("--pairs", "0", "--pairs = 0"),
                                               ("--gamma", "1", "--gamma = 1.0"),
+                                              ("--temperature", "0", "--temperature = 0.0"),
                                               ("--users-per-client", "0",
                                                "--users-per-client = 0")])
 def test_bad_movielens_input_is_named_before_anything_runs(flag, value, named, tmp_path, capsys,

@@ -33,12 +33,15 @@ from fedsim.engine import Task
 from fedsim.errors import check_choice, check_int, check_real
 
 
-UPDATES = ("fitted_q", "policy_gradient")
+UPDATES = ("fitted_q", "soft_q", "policy_gradient")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """update: "fitted_q" regresses Q(s, .) on both actions' rewards; "policy_gradient" treats
+    """update: "fitted_q" regresses Q(s, .) on both actions' rewards; "soft_q" fits the
+    policy softmax(Q(s, .)) to the soft-optimal one, softmax(r(s, .) / temperature), by
+    cross-entropy (the one-step soft Q-learning optimum, Haarnoja et al. 2017, projected as
+    in policy distillation, Rusu et al. 2016); "policy_gradient" treats
     softmax(Q(s, .)) as a policy, samples an action per rating and ascends REINFORCE's
     estimate of the expected shaped reward (Williams 1992), with the minibatch mean reward
     as baseline."""
@@ -52,6 +55,7 @@ class ModelSpec:
     reward_l2: float = 0.01
     update: str = "fitted_q"
     gamma: float = 0.0     # bootstrap discount of the fitted-Q targets (the authors': 0.99)
+    temperature: float = 0.5   # of the soft-optimal policy ("soft_q"; 0.25, 1, 2 did worse)
 
     def validate(self) -> "ModelSpec":
         for name in ("dim", "hidden", "batch", "reward_steps"):
@@ -61,6 +65,7 @@ class ModelSpec:
         check_real("reward_l2", self.reward_l2, 0.0)
         check_choice("update", self.update, UPDATES)
         check_real("gamma", self.gamma, 0.0, 1.0, hi_open=True)
+        check_real("temperature", self.temperature, 0.0, lo_open=True)
         return self
 
 
@@ -152,6 +157,9 @@ def make_task(num_movies: int, genres: np.ndarray, spec: ModelSpec) -> tuple[Tas
             q = q_values(params, {**private, **personal}, movie, member)
             if spec.update == "fitted_q":
                 return 0.5 * jnp.mean(jnp.sum((q - targets) ** 2, -1))
+            if spec.update == "soft_q":
+                soft_optimal = jax.nn.softmax(targets / spec.temperature)
+                return -jnp.mean(jnp.sum(soft_optimal * jax.nn.log_softmax(q), -1))
             action = jax.random.categorical(action_key, jax.lax.stop_gradient(q))
             reward = jnp.take_along_axis(targets, action[:, None], 1)[:, 0]
             log_pi = jnp.take_along_axis(jax.nn.log_softmax(q), action[:, None], 1)[:, 0]
