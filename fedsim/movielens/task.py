@@ -11,8 +11,8 @@ with full information). The authors bootstrap with gamma = 0.99: ModelSpec.gamma
 gamma max_a' Q(s', a') to both actions' targets, s' the client's next training rating (held
 fixed, no gradient). The next item does not depend on the action taken, so that term is the
 same for both actions and leaves the target of the recommendation score Q(s, rec) - Q(s, skip)
-unchanged; gamma = 0 is the default (measured in the README: it changes held-out accuracy by
-little).
+unchanged. gamma = 0 is the default: on ml-latest-small, 0.99 cost 4.7 points of held-out
+accuracy (README), as the regression chases a growing Q level without a target network.
 
 Shared (aggregated) parameters: movie embeddings and the MLP (flax). Private: each of the
 client's users' embedding and action biases (personalisation; a client holds one user or a
