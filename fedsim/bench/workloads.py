@@ -44,6 +44,7 @@ WORKLOADS = {
     "W1": LearnerSpec(gradient="exact"),
     "W2": LearnerSpec(gradient="sampled", batch=16, horizon=20),
 }
+LOCAL_STEPS = 5
 STEP_SIZE = 0.5          # W1, W2 (the engine's plain ascent steps)
 NEURAL_STEP_SIZE = 0.01  # W3 (Adam-normalised directions; the MovieLens default)
 NEURAL = "W3"
@@ -63,7 +64,8 @@ class Problem(NamedTuple):
 
 def modes_for(workload: str) -> tuple[str, ...]:
     return MODES if workload == "W1" else MODES[:3]
-LOCAL_STEPS = 5
+
+
 # Above this many clients the vectorized mode runs them in blocks of this size
 # (Federation.client_block): the working set of 1000 W1 clients fits a 32 MB L3 cache.
 CLIENT_BLOCK = 1000
