@@ -189,9 +189,11 @@ def _run_movielens(args: argparse.Namespace) -> int:
         users_per_client=args.users_per_client, lam=args.lam,
         feedback=FeedbackSpec(args.noise, args.band, args.taste, args.pairs),
         model=ModelSpec(args.dim, args.hidden, args.batch, args.private_lr, args.embedding_scale,
-                        update=args.update, gamma=args.gamma, temperature=args.temperature),
+                        update=args.update, gamma=args.gamma, temperature=args.temperature,
+                        year=args.year),
         algorithms=tuple(ALGORITHMS) if args.algorithm == "all" else (args.algorithm,),
-        rounds=args.rounds, local_epochs=args.local_epochs, lr=args.lr, seed=args.seed,
+        rounds=args.rounds, local_epochs=args.local_epochs, lr=args.lr,
+        schedule=args.schedule, seed=args.seed,
         num_seeds=args.num_seeds).validate()
     s = run_movielens(config, args.out, progress=not args.quiet)["summary"]
     print(f"{s['clients']} clients ({s['users']} users), {s['local_steps_per_round']} local "
@@ -333,10 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--local-epochs", type=int, default=5,
                    help="local epochs a round (an epoch: mean training ratings / batch steps)")
     g.add_argument("--lr", type=float, default=0.01, help="step size of the shared parameters")
+    g.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="step size of the shared parameters over the run: --lr throughout, or "
+                        "annealed from --lr to 0 by a half cosine")
     g.add_argument("--private-lr", type=float, default=0.03,
                    help="Adam step size of the personal parameters")
     g.add_argument("--embedding-scale", type=float, default=100.0,
                    help="gain of the movie embeddings' gradient steps relative to --lr")
+    g.add_argument("--year", action="store_true",
+                   help="give the Q-network each movie's release year (from its title) beside "
+                        "its genres")
     g.add_argument("--dim", type=int, default=16, help="embedding size")
     g.add_argument("--hidden", type=int, default=64, help="MLP width")
     g.add_argument("--batch", type=int, default=32, help="ratings per local step")

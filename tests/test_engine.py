@@ -80,6 +80,14 @@ def test_participants_are_distinct_and_reweighting_is_unbiased():
     assert abs(float(sums.mean()) - float(p @ x)) < 4 * se
 
 
+def test_cosine_schedule_anneals_from_lr_towards_zero():
+    lrs = step_sizes("cosine", 4, 3, lr=0.2)
+    s = np.arange(12).reshape(4, 3)
+    np.testing.assert_allclose(lrs, 0.1 * (1 + np.cos(np.pi * s / 12)), rtol=1e-6)
+    assert lrs.dtype == np.float32 and lrs[0, 0] == np.float32(0.2) and lrs[-1, -1] > 0
+    assert np.all(np.diff(lrs.ravel()) < 0)
+
+
 def test_chunked_run_equals_one_scan():
     inst = small_instance()
     task, fed = make_task(inst, LearnerSpec("sampled", batch=2, horizon=6)), Federation("fedavg", 2, 3)

@@ -142,7 +142,8 @@ def _acceptance_rows(speedup, scale_loss, grid_seconds, peak_mb=100.0):
                  _row(w, "loop", 1000, 1e6 / speedup), _row(w, "loop_step", 1000, 1e6 / speedup)]
     rows += [_row("W1", "numpy", 1000, 1e6 / speedup), _row("W1", "vectorized", 100000, 1e6, peak_rss_mb=peak_mb),
              _row("W1", "grid_1x1", 100, 1.0, seconds=1.0),
-             _row("W1", "grid_8x16", 100, 1.0, seconds=grid_seconds)]
+             _row("W1", "grid_8x16", 100, 1.0, seconds=grid_seconds),
+             _row("W1", "grid_8x16_init", 100, 1.0, seconds=grid_seconds)]
     add_speedups(rows)
     return rows
 
@@ -150,7 +151,7 @@ def _acceptance_rows(speedup, scale_loss, grid_seconds, peak_mb=100.0):
 def test_acceptance_checks_pass_and_fail_on_the_right_data():
     config = {"large_clients": [100000], "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 100}}
     good = acceptance(_acceptance_rows(speedup=40, scale_loss=1.5, grid_seconds=2.0), config)
-    assert all(c["passed"] for c in good) and len(good) == 10
+    assert all(c["passed"] for c in good) and len(good) == 12
     bad = acceptance(_acceptance_rows(speedup=5, scale_loss=3.0, grid_seconds=9.0,
                                       peak_mb=30 * 1024), config)
     assert not any(c["passed"] for c in bad)
@@ -165,7 +166,8 @@ def test_bench_runs_end_to_end_on_a_tiny_plan(tmp_path):
     rows = result["rows"]
     assert [(r["workload"], r["mode"]) for r in rows] == [
         ("W1", m) for m in W.MODES] + [("W2", m) for m in W.MODES[:3]] + [
-        ("W3", m) for m in W.MODES[:3]] + [("W1", "grid_1x1"), ("W1", "grid_2x2")]
+        ("W3", m) for m in W.MODES[:3]] + [("W1", "grid_1x1"), ("W1", "grid_2x2"),
+                                           ("W1", "grid_2x2_init")]
     assert all(r["client_steps_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
     assert (tmp_path / "bench.csv").read_text().count("\n") == len(rows) + 1
     assert json.loads((tmp_path / "summary.json").read_text())["checks"]

@@ -1,7 +1,8 @@
 """Local step-size schedules, materialised as a (rounds, local steps) array.
 
 The step index is global, t = round * E + e, as in the decaying-step analysis of FedAvg
-(Li et al. 2020, Thm 1: eta_t = beta / (t + gamma0)). The array is an input of the compiled
+(Li et al. 2020, Thm 1: eta_t = beta / (t + gamma0)); "cosine" anneals lr to 0 over the
+whole run (Loshchilov & Hutter 2017, SGDR, one cycle without restarts). The array is an input of the compiled
 run, so step-size grids need no recompilation, and it is saved with the results.
 """
 
@@ -11,19 +12,22 @@ import numpy as np
 
 from fedsim.errors import check_choice, check_int, check_real
 
-SCHEDULES = ("constant", "inverse_time")
+SCHEDULES = ("constant", "inverse_time", "cosine")
 
 
 def step_sizes(schedule: str, num_rounds: int, local_steps: int, *, lr: float | None = None,
                beta: float | None = None, gamma0: float | None = None) -> np.ndarray:
-    """eta[t, e]: lr (constant) or beta / (t * E + e + gamma0) (inverse_time); float32."""
+    """eta[t, e]: lr (constant), beta / (t * E + e + gamma0) (inverse_time) or
+    lr (1 + cos(pi s / N)) / 2 with s = t * E + e, N = rounds * E (cosine); float32."""
     check_choice("schedule", schedule, SCHEDULES)
     check_int("rounds (T)", num_rounds, 1)
     check_int("local_steps (E)", local_steps, 1)
-    if schedule == "constant":
-        check_real("lr", lr, 0.0, lo_open=True)
-        return np.full((num_rounds, local_steps), lr, dtype=np.float32)
-    check_real("beta", beta, 0.0, lo_open=True)
-    check_real("gamma0", gamma0, 0.0, lo_open=True)
     t = np.arange(num_rounds * local_steps, dtype=np.float64).reshape(num_rounds, local_steps)
-    return (beta / (t + gamma0)).astype(np.float32)
+    if schedule == "inverse_time":
+        check_real("beta", beta, 0.0, lo_open=True)
+        check_real("gamma0", gamma0, 0.0, lo_open=True)
+        return (beta / (t + gamma0)).astype(np.float32)
+    check_real("lr", lr, 0.0, lo_open=True)
+    if schedule == "constant":
+        return np.full((num_rounds, local_steps), lr, dtype=np.float32)
+    return (lr * 0.5 * (1.0 + np.cos(np.pi * t / t.size))).astype(np.float32)

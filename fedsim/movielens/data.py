@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,7 @@ class Ratings:
     genres: np.ndarray     # (n_movies, G) float32 one-hot (several genres per movie)
     genre_names: tuple[str, ...]
     source: str
+    year: np.ndarray | None = None   # (n_movies,) float32 release year, NaN unknown; None: no years
 
     @property
     def num_users(self) -> int:
@@ -152,30 +154,42 @@ def load(path: Path, name: str = "ml-latest-small") -> Ratings:
 
 def _parse_latest(ratings_text: str, movies_text: str, source: str) -> Ratings:
     rows = list(csv.DictReader(io.StringIO(ratings_text)))
-    movie_genres = {int(r["movieId"]): r["genres"].split("|")
-                    for r in csv.DictReader(io.StringIO(movies_text))}
+    movies = list(csv.DictReader(io.StringIO(movies_text)))
+    movie_genres = {int(r["movieId"]): r["genres"].split("|") for r in movies}
+    years = {int(r["movieId"]): title_year(r["title"]) for r in movies}
     return _build([int(r["userId"]) for r in rows], [int(r["movieId"]) for r in rows],
-                  [float(r["rating"]) for r in rows], movie_genres, source)
+                  [float(r["rating"]) for r in rows], movie_genres, source, years)
 
 
 def _parse_100k(ratings_text: str, items_text: str, source: str) -> Ratings:
     rows = [line.split("\t") for line in ratings_text.splitlines() if line.strip()]
-    movie_genres = {}
+    movie_genres, years = {}, {}
     for line in items_text.splitlines():
         fields = line.split("|")
         if len(fields) >= 5 + len(GENRES_100K):
             flags = fields[-len(GENRES_100K):]
             movie_genres[int(fields[0])] = [g for g, f in zip(GENRES_100K, flags) if f == "1"]
+            # The title's year, else the release date's (dd-Mon-yyyy).
+            year = title_year(fields[1])
+            years[int(fields[0])] = year if year == year else title_year(f"({fields[2][-4:]})")
     return _build([int(r[0]) for r in rows], [int(r[1]) for r in rows],
-                  [float(r[2]) for r in rows], movie_genres, source)
+                  [float(r[2]) for r in rows], movie_genres, source, years)
 
 
 def _parse_1m(ratings_text: str, movies_text: str, source: str) -> Ratings:
     rows = [line.split("::") for line in ratings_text.splitlines() if line.strip()]
-    movie_genres = {int(f[0]): f[2].split("|")
-                    for f in (line.split("::") for line in movies_text.splitlines() if line.strip())}
+    movies = [line.split("::") for line in movies_text.splitlines() if line.strip()]
+    movie_genres = {int(f[0]): f[2].split("|") for f in movies}
+    years = {int(f[0]): title_year(f[1]) for f in movies}
     return _build([int(r[0]) for r in rows], [int(r[1]) for r in rows],
-                  [float(r[2]) for r in rows], movie_genres, source)
+                  [float(r[2]) for r in rows], movie_genres, source, years)
+
+
+def title_year(title: str) -> float:
+    """The release year a MovieLens title ends with, "Heat (1995)" or "Show (2006-2007)";
+    NaN when it has none."""
+    found = re.search(r"\((\d{4})(?:\D\d{0,4})?\)\s*$", title)
+    return float(found.group(1)) if found else float("nan")
 
 
 PARSERS = {"ml-latest-small": _parse_latest, "ml-100k": _parse_100k, "ml-1m": _parse_1m}
@@ -192,7 +206,8 @@ def load_hub(name: str) -> Ratings:
     Dataset.save_to_disk, or else a hub name fetched by datasets.load_dataset (the one path,
     with --download, that may use the network, and only when asked). One row per rating with
     user, movie, rating and genres columns (MovieLens or snake_case spellings; genres as
-    "A|B" strings or lists); a DatasetDict's "train" split is used."""
+    "A|B" strings or lists) and optionally a title (release years); a DatasetDict's "train"
+    split is used."""
     import datasets
 
     if Path(name).is_dir():
@@ -217,13 +232,16 @@ def load_hub(name: str) -> Ratings:
     for movie, genres in zip(found["movie"], found["genres"]):
         movie_genres.setdefault(int(movie), genres.split("|") if isinstance(genres, str)
                                 else list(genres))
+    years = ({int(m): title_year(t) for m, t in zip(found["movie"], table["title"])}
+             if "title" in table.column_names else None)
     return _build([int(u) for u in found["user"]], [int(m) for m in found["movie"]],
-                  [float(r) for r in found["rating"]], movie_genres, f"hub:{name}")
+                  [float(r) for r in found["rating"]], movie_genres, f"hub:{name}", years)
 
 
-def _build(users, movies, ratings, movie_genres: dict, source: str) -> Ratings:
+def _build(users, movies, ratings, movie_genres: dict, source: str,
+           movie_years: dict | None = None) -> Ratings:
     """Ratings from raw ids: users and rated movies renumbered in order of their ids, genres
-    as a multi-hot table over every genre name seen."""
+    as a multi-hot table over every genre name seen, and release years if given."""
     require(len(users) > 0, "data", source, "must hold at least one rating")
     users, movies = np.asarray(users), np.asarray(movies)
     genre_names = tuple(sorted({g for gs in movie_genres.values() for g in gs}))
@@ -233,15 +251,18 @@ def _build(users, movies, ratings, movie_genres: dict, source: str) -> Ratings:
     for i, m in enumerate(movie_ids):
         for g in movie_genres.get(int(m), []):
             genres[i, column[g]] = 1.0
+    years = None if movie_years is None else np.array(
+        [movie_years.get(int(m), np.nan) for m in movie_ids], np.float32)
     return Ratings(np.searchsorted(np.unique(users), users).astype(np.int32),
                    np.searchsorted(movie_ids, movies).astype(np.int32),
-                   np.asarray(ratings, np.float32), genres, genre_names, source)
+                   np.asarray(ratings, np.float32), genres, genre_names, source, years)
 
 
 def synthetic(num_users: int = 60, num_movies: int = 300, num_genres: int = 8,
               ratings_per_user: tuple[int, int] = (20, 120), seed: int = 0) -> Ratings:
     """A MovieLens-shaped data set for tests: users with genre tastes and their own rating
-    level, movies with 1-3 genres and a quality, half-star ratings in [0.5, 5]."""
+    level, movies with 1-3 genres, a quality and a release year (which ratings ignore),
+    half-star ratings in [0.5, 5]."""
     check_int("num_users", num_users, 1)
     check_int("num_movies", num_movies, 2)
     check_int("num_genres", num_genres, 1)
@@ -261,9 +282,11 @@ def synthetic(num_users: int = 60, num_movies: int = 300, num_genres: int = 8,
         user += [u] * len(seen)
         movie += list(seen)
         rating += list(np.clip(np.round(stars * 2) / 2, 0.5, 5.0))
+    # Release years from their own stream, so the ratings above do not depend on them.
+    year = np.random.default_rng([seed, 1]).integers(1930, 2019, num_movies).astype(np.float32)
     return Ratings(np.array(user, np.int32), np.array(movie, np.int32),
                    np.array(rating, np.float32), genres,
-                   tuple(f"genre{j}" for j in range(num_genres)), f"synthetic(seed={seed})")
+                   tuple(f"genre{j}" for j in range(num_genres)), f"synthetic(seed={seed})", year)
 
 
 def ratings_by_user(ratings: Ratings) -> list[np.ndarray]:

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fedsim.engine import (ALGORITHMS, Federation, init_state, make_checkpointed_run,
-                           log_checkpoints, raise_if_nonfinite)
+                           log_checkpoints, raise_if_nonfinite, step_sizes)
 from fedsim.errors import check_choice, check_int, check_real, require
 from fedsim.movielens import data as D
 from fedsim.movielens.clients import FeedbackSpec, group_users, make_clients, select_users
@@ -63,6 +63,7 @@ class MovieLensRunConfig:
     rounds: int = 20
     local_epochs: int = 5
     lr: float = 0.01
+    schedule: str = "constant"   # or "cosine": the shared step size annealed to 0 (schedules.py)
     seed: int = 0          # the split, the clients drawn and their feedback
     num_seeds: int = 5     # training seeds (initialisation, minibatches), vmapped
 
@@ -88,6 +89,7 @@ class MovieLensRunConfig:
         check_int("rounds (T)", self.rounds, 1)
         check_int("local_epochs", self.local_epochs, 1)
         check_real("lr", self.lr, 0.0, lo_open=True)
+        check_choice("schedule", self.schedule, ("constant", "cosine"))
         check_int("seed", self.seed, 0)
         check_int("num_seeds", self.num_seeds, 1)
         return self
@@ -154,12 +156,13 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
     weights = jnp.asarray(clients["train_count"] / clients["train_count"].sum())   # authors' FedAvg
     steps_per_epoch = math.ceil(float(clients["train_count"].mean()) / config.model.batch)
     E = config.local_epochs * steps_per_epoch
-    task, net = make_task(ratings.num_movies, ratings.genres, config.model)
+    task, net = make_task(ratings.num_movies, ratings.genres, config.model, ratings.year)
     keys = jax.vmap(jax.random.key)(jnp.arange(config.num_seeds, dtype=jnp.uint32) + 1000 * config.seed)
-    params0 = jax.vmap(lambda k: init_params(net, k, ratings.genres.shape[1], config.model.dim))(keys)
+    inputs_dim = config.model.inputs_dim(ratings.genres.shape[1])
+    params0 = jax.vmap(lambda k: init_params(net, k, inputs_dim, config.model.dim))(keys)
     checkpoints = (np.arange(1, config.rounds + 1, dtype=np.int32) if config.rounds <= 20
                    else log_checkpoints(config.rounds, 20))
-    lrs = jnp.full((config.rounds, E), config.lr, jnp.float32)
+    lrs = jnp.asarray(step_sizes(config.schedule, config.rounds, E, lr=config.lr))
 
     rows, client_rows, results = [], [], []
     cells = [(a, lam) for a in config.algorithms for lam in config.lams]

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from fedsim.engine import Task
-from fedsim.errors import check_choice, check_int, check_real
+from fedsim.errors import check_choice, check_int, check_real, require
 
 
 UPDATES = ("fitted_q", "soft_q", "policy_gradient")
@@ -56,6 +56,7 @@ class ModelSpec:
     update: str = "fitted_q"
     gamma: float = 0.0     # bootstrap discount of the fitted-Q targets (the authors': 0.99)
     temperature: float = 0.5   # of the soft-optimal policy ("soft_q"; 0.25, 1, 2 did worse)
+    year: bool = False     # the movie's release year among the Q-network's inputs
 
     def validate(self) -> "ModelSpec":
         for name in ("dim", "hidden", "batch", "reward_steps"):
@@ -68,20 +69,36 @@ class ModelSpec:
         check_real("temperature", self.temperature, 0.0, lo_open=True)
         return self
 
+    def inputs_dim(self, num_genres: int) -> int:
+        """Width of the Q-network's movie features (`movie_inputs`)."""
+        return num_genres + int(self.year)
+
+
+def movie_inputs(genres: np.ndarray, year: np.ndarray | None, spec: ModelSpec) -> np.ndarray:
+    """The Q-network's movie features: the genres, and with spec.year the release year
+    standardised over the movies whose year is known (0, the mean, where it is not)."""
+    if not spec.year:
+        return genres
+    known = year[np.isfinite(year)] if year is not None else year
+    require(known is not None and len(known) > 0, "year", True,
+            "needs release years, and these ratings have none (no movie titles)")
+    z = np.nan_to_num((year - known.mean()) / max(float(known.std()), 1e-6))
+    return np.concatenate([genres, z[:, None]], 1).astype(np.float32)
+
 
 class QNetwork(nn.Module):
-    """Q(s, .) for s = (movie, its genres, the user's embedding): two action values."""
+    """Q(s, .) for s = (movie, its features, the user's embedding): two action values."""
 
     num_movies: int
     dim: int
     hidden: int
 
     @nn.compact
-    def __call__(self, movie, genres, user):
+    def __call__(self, movie, features, user):
         emb = nn.Embed(self.num_movies, self.dim, name="movies",
                        embedding_init=nn.initializers.normal(0.01))(movie)
         user = jnp.broadcast_to(user, emb.shape[:-1] + user.shape[-1:])
-        h = nn.relu(nn.Dense(self.hidden, name="hidden")(jnp.concatenate([emb, genres, user], -1)))
+        h = nn.relu(nn.Dense(self.hidden, name="hidden")(jnp.concatenate([emb, features, user], -1)))
         return nn.Dense(2, name="q")(h)
 
 
@@ -109,22 +126,24 @@ def fit_reward_model(data, features, spec: ModelSpec):
     return jax.lax.fori_loop(0, spec.reward_steps, step, jnp.zeros(features.shape[1]))
 
 
-def make_task(num_movies: int, genres: np.ndarray, spec: ModelSpec) -> tuple[Task, nn.Module]:
-    """The engine's view. Client data: make_clients(...) arrays; genres: (movies, G)."""
+def make_task(num_movies: int, genres: np.ndarray, spec: ModelSpec,
+              year: np.ndarray | None = None) -> tuple[Task, nn.Module]:
+    """The engine's view. Client data: make_clients(...) arrays; genres: (movies, G); year:
+    (movies,) release years, needed with spec.year."""
     spec.validate()
     net = QNetwork(num_movies, spec.dim, spec.hidden)
-    genre_table = jnp.asarray(genres)
+    input_table = jnp.asarray(movie_inputs(genres, year, spec))
     features = reward_features(genres)
 
     def q_values(params, private, movie, member):
         """Q(s, .) of the ratings (movie, member): member indexes the client's users."""
-        return (net.apply(params, movie, genre_table[movie], private["user"][member])
+        return (net.apply(params, movie, input_table[movie], private["user"][member])
                 + private["bias"][member])
 
     # Local optimiser: Adam (state private, never aggregated) on the MLP and on the personal
     # parameters; the movie embeddings, whose rows are touched sparsely, take plain gradient
     # steps with gain `embedding_scale`. The engine scales the shared direction by its lr.
-    template = init_params(net, jax.random.key(0), genres.shape[1], spec.dim)
+    template = init_params(net, jax.random.key(0), input_table.shape[1], spec.dim)
     shared_opt, personal_opt = optax.adam(1.0), optax.adam(spec.private_lr)
 
     def init_private(data, key):
@@ -197,5 +216,6 @@ def _mlp(params):
     return {"params": {k: v for k, v in params["params"].items() if k != "movies"}}
 
 
-def init_params(net: QNetwork, key, genres_dim: int, dim: int):
-    return net.init(key, jnp.zeros(1, jnp.int32), jnp.zeros((1, genres_dim)), jnp.zeros(dim))
+def init_params(net: QNetwork, key, inputs_dim: int, dim: int):
+    """inputs_dim: ModelSpec.inputs_dim(number of genres)."""
+    return net.init(key, jnp.zeros(1, jnp.int32), jnp.zeros((1, inputs_dim)), jnp.zeros(dim))
