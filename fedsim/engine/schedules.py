@@ -1,9 +1,10 @@
 """Local step-size schedules, materialised as a (rounds, local steps) array.
 
 The step index is global, t = round * E + e, as in the decaying-step analysis of FedAvg
-(Li et al. 2020, Thm 1: eta_t = beta / (t + gamma0)); "cosine" anneals lr to 0 over the
-whole run (Loshchilov & Hutter 2017, SGDR, one cycle without restarts). The array is an input of the compiled
-run, so step-size grids need no recompilation, and it is saved with the results.
+(Li et al. 2020, Thm 1: eta_t = beta / (t + gamma0)); "cosine" anneals lr towards 0 over
+the whole run (Loshchilov & Hutter 2017, SGDR: one cycle, no restarts). The array is an input
+of the compiled run, so step-size grids need no recompilation, and it is saved with the
+results.
 """
 
 from __future__ import annotations

@@ -171,7 +171,8 @@ def _parse_100k(ratings_text: str, items_text: str, source: str) -> Ratings:
             movie_genres[int(fields[0])] = [g for g, f in zip(GENRES_100K, flags) if f == "1"]
             # The title's year, else the release date's (dd-Mon-yyyy).
             year = title_year(fields[1])
-            years[int(fields[0])] = year if year == year else title_year(f"({fields[2][-4:]})")
+            years[int(fields[0])] = (title_year(f"({fields[2][-4:]})") if np.isnan(year)
+                                     else year)
     return _build([int(r[0]) for r in rows], [int(r[1]) for r in rows],
                   [float(r[2]) for r in rows], movie_genres, source, years)
 
