@@ -79,8 +79,8 @@ def movie_inputs(genres: np.ndarray, year: np.ndarray | None, spec: ModelSpec) -
     standardised over the movies whose year is known (0, the mean, where it is not)."""
     if not spec.year:
         return genres
-    known = year[np.isfinite(year)] if year is not None else year
-    require(known is not None and len(known) > 0, "year", True,
+    known = np.zeros(0) if year is None else year[np.isfinite(year)]
+    require(len(known) > 0, "year", True,
             "needs release years, and these ratings have none (no movie titles)")
     z = np.nan_to_num((year - known.mean()) / max(float(known.std()), 1e-6))
     return np.concatenate([genres, z[:, None]], 1).astype(np.float32)
