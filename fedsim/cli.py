@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedsim.engine import ALGORITHMS, SCHEDULES
+from fedsim.engine import ALGORITHMS, LR_SCHEDULES, SCHEDULES
 from fedsim.errors import ConfigError
 from fedsim.movielens.data import DATASETS
 from fedsim.tabular.mdp import INITS, REWARD_FORMS, STARTS, InstanceSpec
@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--local-epochs", type=int, default=5,
                    help="local epochs a round (an epoch: mean training ratings / batch steps)")
     g.add_argument("--lr", type=float, default=0.01, help="step size of the shared parameters")
-    g.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+    g.add_argument("--schedule", choices=LR_SCHEDULES, default="constant",
                    help="step size of the shared parameters over the run: --lr throughout, or "
                         "annealed from --lr to 0 by a half cosine")
     g.add_argument("--private-lr", type=float, default=0.03,

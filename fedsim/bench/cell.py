@@ -18,7 +18,7 @@ from fedsim.bench import workloads as W
 def measure(cell: dict) -> dict:
     if cell["kind"] == "grid":
         m = W.time_grid(W.instance_for(cell["K"]), cell["lams"], cell["seeds"], cell["rounds"],
-                        cell.get("seeded_init", False))
+                        cell["seeded_init"])
         runs = cell["lams"] * cell["seeds"]
     else:
         budget, runs = cell["budget"], 1

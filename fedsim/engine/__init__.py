@@ -4,11 +4,11 @@ from fedsim.engine.aggregation import participant_weights, sample_participants, 
 from fedsim.engine.federation import (ALGORITHMS, FedState, Federation, Task, init_state,
                                       log_checkpoints, make_checkpointed_run,
                                       make_local_step, make_local_update, make_round, make_run, make_train_round, raise_if_nonfinite)
-from fedsim.engine.schedules import SCHEDULES, step_sizes
+from fedsim.engine.schedules import LR_SCHEDULES, SCHEDULES, step_sizes
 
 __all__ = [
-    "ALGORITHMS", "FedState", "Federation", "SCHEDULES", "Task", "init_state", "log_checkpoints",
-    "make_checkpointed_run", "make_local_step", "make_local_update", "make_round", "make_run",
-    "make_train_round", "participant_weights", "raise_if_nonfinite", "sample_participants",
-    "step_sizes", "weighted_sum",
+    "ALGORITHMS", "FedState", "Federation", "LR_SCHEDULES", "SCHEDULES", "Task", "init_state",
+    "log_checkpoints", "make_checkpointed_run", "make_local_step", "make_local_update",
+    "make_round", "make_run", "make_train_round", "participant_weights", "raise_if_nonfinite",
+    "sample_participants", "step_sizes", "weighted_sum",
 ]

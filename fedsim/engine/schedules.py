@@ -14,6 +14,7 @@ import numpy as np
 from fedsim.errors import check_choice, check_int, check_real
 
 SCHEDULES = ("constant", "inverse_time", "cosine")
+LR_SCHEDULES = ("constant", "cosine")   # set by lr alone (inverse_time needs beta and gamma0)
 
 
 def step_sizes(schedule: str, num_rounds: int, local_steps: int, *, lr: float | None = None,

@@ -170,9 +170,8 @@ def _parse_100k(ratings_text: str, items_text: str, source: str) -> Ratings:
             flags = fields[-len(GENRES_100K):]
             movie_genres[int(fields[0])] = [g for g, f in zip(GENRES_100K, flags) if f == "1"]
             # The title's year, else the release date's (dd-Mon-yyyy).
-            year = title_year(fields[1])
-            years[int(fields[0])] = (title_year(f"({fields[2][-4:]})") if np.isnan(year)
-                                     else year)
+            year, date = title_year(fields[1]), re.fullmatch(r"\d\d-\w{3}-(\d{4})", fields[2])
+            years[int(fields[0])] = float(date.group(1)) if np.isnan(year) and date else year
     return _build([int(r[0]) for r in rows], [int(r[1]) for r in rows],
                   [float(r[2]) for r in rows], movie_genres, source, years)
 

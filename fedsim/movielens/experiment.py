@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from fedsim.engine import (ALGORITHMS, Federation, init_state, make_checkpointed_run,
-                           log_checkpoints, raise_if_nonfinite, step_sizes)
+from fedsim.engine import (ALGORITHMS, LR_SCHEDULES, Federation, init_state,
+                           make_checkpointed_run, log_checkpoints, raise_if_nonfinite, step_sizes)
 from fedsim.errors import check_choice, check_int, check_real, require
 from fedsim.movielens import data as D
 from fedsim.movielens.clients import FeedbackSpec, group_users, make_clients, select_users
@@ -89,7 +89,7 @@ class MovieLensRunConfig:
         check_int("rounds (T)", self.rounds, 1)
         check_int("local_epochs", self.local_epochs, 1)
         check_real("lr", self.lr, 0.0, lo_open=True)
-        check_choice("schedule", self.schedule, ("constant", "cosine"))
+        check_choice("schedule", self.schedule, LR_SCHEDULES)
         check_int("seed", self.seed, 0)
         check_int("num_seeds", self.num_seeds, 1)
         return self
