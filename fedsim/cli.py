@@ -1,4 +1,9 @@
-"""The `fedsim` command. `fedsim run tabular --help` lists every option of a tabular run."""
+"""The `fedsim` command. `fedsim run tabular --help` lists every option of a tabular run.
+
+Importing this module is cheap (no JAX): `--help` and bad options answer at once, and each
+command imports what it needs when it runs. Every failure the user can act on ends in one
+line and exit status 2 (3: a run that became NaN/Inf; 130: interrupted, with what was kept).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,51 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedsim.engine import ALGORITHMS, LR_SCHEDULES, SCHEDULES
-from fedsim.errors import ConfigError
-from fedsim.movielens.data import DATASETS
-from fedsim.tabular.mdp import INITS, REWARD_FORMS, STARTS, InstanceSpec
-from fedsim.tabular.sampling import ESTIMATORS
-from fedsim.tabular.task import GRADIENTS, REGULARIZERS, LearnerSpec
+from fedsim import interrupt
+from fedsim.choices import (ALGORITHMS, ESTIMATORS, GRADIENTS, INITS, LR_SCHEDULES,
+                            MOVIELENS_RELEASES, REGULARIZERS, REWARD_FORMS, SCHEDULES,
+                            SERVER_OPTIMIZERS, STARTS, UPDATES)
+from fedsim.errors import ConfigError, check_int, require
+from fedsim.memory import TooLarge
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and no abbreviated options (so an option the user typed
+    is always the option that was meant, and can be checked for being ignored)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Each option's default once, and only where it says something (not None or a flag)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or default in (None, False, argparse.SUPPRESS)
+                or isinstance(action, argparse._HelpAction) or action.required):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _count(text: str) -> int:
+    """An integer, also written as 1e6 (the sizes of large runs usually are)."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)   # ValueError here: argparse reports "invalid _count value"
+        if not value.is_integer():
+            raise ValueError(text)
+        return int(value)
+
+
+_count.__name__ = "integer"
 
 
 def _lr(text: str):
@@ -27,18 +71,23 @@ def _lams(text: str) -> float | tuple[float, ...]:
     return values[0] if len(values) == 1 else values
 
 
+_lams.__name__ = _weights.__name__ = "list of numbers"
+_lr.__name__ = 'number or "mei"'
+
+
+
 def _add_tabular_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("instance (a seeded family of heterogeneous tabular MDPs)")
-    g.add_argument("--clients", "-K", type=int, default=10, help="number of clients K (>= 1)")
-    g.add_argument("--states", "-S", type=int, default=20, help="number of states S (>= 1)")
-    g.add_argument("--actions", "-A", type=int, default=5, help="number of actions A (>= 2)")
+    g.add_argument("--clients", "-K", type=_count, default=10, help="number of clients K (>= 1)")
+    g.add_argument("--states", "-S", type=_count, default=20, help="number of states S (>= 1)")
+    g.add_argument("--actions", "-A", type=_count, default=5, help="number of actions A (>= 2)")
     g.add_argument("--gamma", type=float, default=0.9, help="discount factor, in [0, 1)")
     g.add_argument("--transition-heterogeneity", type=float, default=0.0, metavar="H",
                    help="0: all clients share the dynamics; 1: independent per-client dynamics; "
                         "in between: P_k = (1-H) P_shared + H P_own")
     g.add_argument("--reward-heterogeneity", type=float, default=0.0, metavar="H",
                    help="the same mixing for the intrinsic reward R0")
-    g.add_argument("--branching", type=int, default=None,
+    g.add_argument("--branching", type=_count, default=None,
                    help="next states reachable from each (s, a) (default: all S)")
     g.add_argument("--r-max", type=float, default=1.0, help="intrinsic rewards lie in [0, r_max]")
     g.add_argument("--h-max", type=float, default=1.0,
@@ -55,14 +104,14 @@ def _add_tabular_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--start", choices=STARTS, default="uniform", help="start distribution rho")
     g.add_argument("--init", choices=INITS, default="zero",
                    help="initial logits theta0: zero (uniform policy) or random normal")
-    g.add_argument("--instance-seed", type=int, default=None,
+    g.add_argument("--instance-seed", type=_count, default=None,
                    help="seed of the instance (default: --seed)")
 
     g = p.add_argument_group("local learner (tabular softmax policy gradient)")
     g.add_argument("--gradient", choices=GRADIENTS, default="exact",
                    help="exact policy gradient, or sampled trajectories")
-    g.add_argument("--batch", "-B", type=int, default=16, help="trajectories per sampled gradient (>= 1)")
-    g.add_argument("--horizon", type=int, default=None,
+    g.add_argument("--batch", "-B", type=_count, default=16, help="trajectories per sampled gradient (>= 1)")
+    g.add_argument("--horizon", type=_count, default=None,
                    help="cap on the geometric trajectory length (default: gamma^H <= 1e-7)")
     g.add_argument("--estimator", choices=ESTIMATORS, default="gpomdp",
                    help="sampled-gradient estimator")
@@ -74,9 +123,9 @@ def _add_tabular_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--algorithm", choices=ALGORITHMS, default="fedavg",
                    help="fedavg (FedRLHF), centralized (pooled objective, same samples) or "
                         "local (no aggregation)")
-    g.add_argument("--rounds", "-T", type=int, default=100, help="communication rounds T (>= 1)")
-    g.add_argument("--local-steps", "-E", type=int, default=5, help="local steps per round E (>= 1)")
-    g.add_argument("--participants", "-m", type=int, default=None,
+    g.add_argument("--rounds", "-T", type=_count, default=100, help="communication rounds T (>= 1)")
+    g.add_argument("--local-steps", "-E", type=_count, default=5, help="local steps per round E (>= 1)")
+    g.add_argument("--participants", "-m", type=_count, default=None,
                    help="clients sampled per round without replacement, in [1, K] (default: all)")
     g.add_argument("--schedule", choices=SCHEDULES, default="constant",
                    help="constant: eta = --lr; inverse_time: eta_t = beta / (t + gamma0), "
@@ -86,23 +135,23 @@ def _add_tabular_options(p: argparse.ArgumentParser) -> None:
                         "Mei et al.'s provably safe step")
     g.add_argument("--beta", type=float, default=1.0, help="beta of the inverse_time schedule (> 0)")
     g.add_argument("--gamma0", type=float, default=10.0, help="gamma0 of the inverse_time schedule (> 0)")
-    g.add_argument("--server-opt", choices=("none", "sgd", "momentum", "adam"), default="none",
+    g.add_argument("--server-opt", choices=SERVER_OPTIMIZERS, default="none",
                    help="optax server optimiser on the pseudo-gradient (none: plain averaging)")
     g.add_argument("--server-lr", type=float, default=1.0, help="server learning rate (> 0)")
 
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=0, help="run seed (>= 0)")
-    g.add_argument("--num-seeds", type=int, default=1,
+    g.add_argument("--seed", type=_count, default=0, help="run seed (>= 0)")
+    g.add_argument("--num-seeds", type=_count, default=1,
                    help="seeds seed, ..., seed+N-1 run as one vmapped program on the same instance")
-    g.add_argument("--log-every", type=int, default=1, help="write every N-th round to metrics.csv")
-    g.add_argument("--log-points", type=int, default=None, metavar="N",
+    g.add_argument("--log-every", type=_count, default=1, help="write every N-th round to metrics.csv")
+    g.add_argument("--log-points", type=_count, default=None, metavar="N",
                    help="instead of --log-every: evaluate and write about N log-spaced rounds "
                         "(memory O(K + N), not O(T K), for long runs)")
-    g.add_argument("--devices", type=int, default=1,
+    g.add_argument("--devices", type=_count, default=1,
                    help="split the clients over this many devices (jax.sharding); K not a multiple "
                         "is padded with zero-weight clients. On a CPU, XLA_FLAGS="
                         "--xla_force_host_platform_device_count=N makes N devices")
-    g.add_argument("--client-block", type=int, default=None, metavar="B",
+    g.add_argument("--client-block", type=_count, default=None, metavar="B",
                    help="run the clients' local steps in blocks of B (vmap inside a block): the "
                         "same results with the working set of B clients; on a 2-core CPU, blocks "
                         "of 1000 made K = 10000 2.1x faster (measured)")
@@ -111,16 +160,69 @@ def _add_tabular_options(p: argparse.ArgumentParser) -> None:
                         "the same command in every process, with --devices the global count")
     g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                    help="with --distributed, where outside Slurm/Open MPI/TPU: process 0's address")
-    g.add_argument("--num-processes", type=int, default=None, help="with --distributed: processes")
-    g.add_argument("--process-id", type=int, default=None, help="with --distributed: this process")
-    g.add_argument("--out", type=Path, required=True,
-                   help="results folder (created; refused if it holds a different run)")
+    g.add_argument("--num-processes", type=_count, default=None, help="with --distributed: processes")
+    g.add_argument("--process-id", type=_count, default=None, help="with --distributed: this process")
+    g.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+OUT_HELP = ("results folder: created, and locked for the run's life; a folder holding this "
+            "run resumes it, one holding another run is refused")
+
+# Options that a configuration ignores: (option, its dest, when it is used, the reason).
+TABULAR_ONLY_WITH = [
+    ("--beta", lambda a: a.schedule == "inverse_time", "with --schedule inverse_time"),
+    ("--gamma0", lambda a: a.schedule == "inverse_time", "with --schedule inverse_time"),
+    ("--lr", lambda a: a.schedule != "inverse_time",
+     "with --schedule constant or cosine (inverse_time uses --beta and --gamma0)"),
+    ("--tau", lambda a: a.reg != "none", "with --reg entropy or kl"),
+    ("--batch", lambda a: a.gradient == "sampled", "with --gradient sampled"),
+    ("--horizon", lambda a: a.gradient == "sampled", "with --gradient sampled"),
+    ("--estimator", lambda a: a.gradient == "sampled", "with --gradient sampled"),
+    ("--lam", lambda a: a.lam_grid is None, "without --lam-grid (which sets every lambda_k)"),
+    ("--server-lr", lambda a: a.server_opt != "none", "with --server-opt sgd, momentum or adam"),
+    ("--log-every", lambda a: a.log_points is None, "without --log-points"),
+    ("--coordinator", lambda a: a.distributed, "with --distributed"),
+    ("--num-processes", lambda a: a.distributed, "with --distributed"),
+    ("--process-id", lambda a: a.distributed, "with --distributed"),
+]
+MOVIELENS_ONLY_WITH = [
+    ("--temperature", lambda a: a.update == "soft_q", "with --update soft_q"),
+    ("--data", lambda a: a.dataset != "synthetic" and a.hub is None,
+     "with a GroupLens --dataset and without --hub"),
+    ("--download", lambda a: a.dataset != "synthetic" and a.hub is None and a.data is None,
+     "with a GroupLens --dataset, without --hub or --data"),
+]
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The long names of the options typed in argv (abbreviations are off, so a token is an
+    option exactly when it equals one, or starts with it and "=", or is "-K10")."""
+    found = set()
+    for action in parser._actions:
+        long = next((o for o in action.option_strings if o.startswith("--")), None)
+        for option in action.option_strings:
+            short = len(option) == 2
+            if any(t == option or t.startswith(option + "=") or (short and t.startswith(option))
+                   for t in argv if t.startswith("-")):
+                found.add(long or option)
+    return found
+
+
+def reject_ignored(given: set[str], args: argparse.Namespace, rules) -> None:
+    for option, used, when in rules:
+        if option in given and not used(args):
+            value = getattr(args, option[2:].replace("-", "_"))
+            raise ConfigError(option[2:], value, f"only {when} (here it would be ignored)")
 
 
 def tabular_config(args: argparse.Namespace):
     from fedsim.tabular.experiment import TabularRunConfig
+    from fedsim.tabular.mdp import InstanceSpec
+    from fedsim.tabular.task import LearnerSpec
 
+    if args.instance_seed is not None:
+        check_int("instance_seed", args.instance_seed, 0)
     instance = InstanceSpec(
         num_clients=args.clients, num_states=args.states, num_actions=args.actions,
         gamma=args.gamma, transition_heterogeneity=args.transition_heterogeneity,
@@ -156,14 +258,17 @@ def _start_distributed(args: argparse.Namespace) -> None:
     jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
 
 
-def _run_tabular(args: argparse.Namespace) -> int:
+def _run_tabular(args: argparse.Namespace, config=None) -> int:
     from fedsim.tabular.experiment import run_tabular
 
-    if args.distributed:
-        _start_distributed(args)
-    config = tabular_config(args).validate()  # before anything is compiled
+    if config is None:
+        reject_ignored(args.given, args, TABULAR_ONLY_WITH)
+        if args.distributed:
+            _start_distributed(args)
+        config = tabular_config(args)
+    config = config.validate()  # before anything is compiled
     result = run_tabular(config, args.out, progress=not args.quiet)
-    if args.distributed and jax_process_index() != 0:
+    if getattr(args, "distributed", False) and jax_process_index() != 0:
         return 0   # process 0 reports and writes
     s = result["summary"]
     gaps = list(s["final_gap"].values())
@@ -175,16 +280,16 @@ def _run_tabular(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_movielens(args: argparse.Namespace) -> int:
+def movielens_config(args: argparse.Namespace):
     from fedsim.movielens.clients import FeedbackSpec
     from fedsim.movielens.data import download
-    from fedsim.movielens.experiment import MovieLensRunConfig, run_movielens
+    from fedsim.movielens.experiment import MovieLensRunConfig
     from fedsim.movielens.task import ModelSpec
 
     data = args.data
     if args.download:
         data = str(download(Path(args.download), args.dataset))
-    config = MovieLensRunConfig(
+    return MovieLensRunConfig(
         data=data, hub=args.hub, dataset=args.dataset, clients=args.clients,
         users_per_client=args.users_per_client, lam=args.lam,
         feedback=FeedbackSpec(args.noise, args.band, args.taste, args.pairs),
@@ -193,8 +298,16 @@ def _run_movielens(args: argparse.Namespace) -> int:
                         year=args.year),
         algorithms=tuple(ALGORITHMS) if args.algorithm == "all" else (args.algorithm,),
         rounds=args.rounds, local_epochs=args.local_epochs, lr=args.lr,
-        schedule=args.schedule, seed=args.seed,
-        num_seeds=args.num_seeds).validate()
+        schedule=args.schedule, seed=args.seed, num_seeds=args.num_seeds)
+
+
+def _run_movielens(args: argparse.Namespace, config=None) -> int:
+    from fedsim.movielens.experiment import run_movielens
+
+    if config is None:
+        reject_ignored(args.given, args, MOVIELENS_ONLY_WITH)
+        config = movielens_config(args)
+    config = config.validate()
     s = run_movielens(config, args.out, progress=not args.quiet)["summary"]
     print(f"{s['clients']} clients ({s['users']} users), {s['local_steps_per_round']} local "
           f"steps a round; "
@@ -208,19 +321,55 @@ def _run_movielens(args: argparse.Namespace) -> int:
               f"{cell(r['val_selected']['test_accuracy']):>20} {cell(r['test']['auc']):>18} "
               f"{cell(r['taste']['accuracy']):>20} {cell(r['train']['accuracy']):>20} "
               f"{cell(r['test']['median_client_spearman']):>18}")
-    print(f"(+- : 95% CI over {config.num_seeds} seeds); {s['wall_seconds']:.1f} s; "
+    reused = f", {s['cells_reused']} cell(s) read back from {args.out}" if s["cells_reused"] else ""
+    print(f"(+- : 95% CI over {config.num_seeds} seeds); {s['wall_seconds']:.1f} s{reused}; "
           f"results in {args.out}/")
     return 0
 
 
+def _run_saved(args: argparse.Namespace) -> int:
+    """`fedsim run --config DIR/config.json --out NEW`: the saved configuration, exactly."""
+    from fedsim.config import load_config
+
+    require(args.saved_out is not None, "out", None,
+            "must be given with --config (the folder for the re-run)")
+    config = load_config(args.config)
+    args.out, args.distributed = args.saved_out, False
+    return (_run_tabular if type(config).__name__ == "TabularRunConfig" else _run_movielens)(
+        args, config)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.config is None:
+        args.run_parser.error("give a task (tabular or movielens) or --config FILE")
+    return _run_saved(args)
+
+
+VERDICT_WIDTHS = (9, 48, 56, 36, 4)
+
+
 def _print_verdicts(summaries: dict) -> bool:
+    """The verdict table, wrapped (never cut), then how many cells each sweep computed."""
+    import textwrap
+
     rows = [(name, c["claim"], c["measured"], c["expected"], "PASS" if c["passed"] else "FAIL")
             for name, summary in summaries.items() for c in summary["claims"]]
-    widths = [min(max(len(r[i]) for r in rows), limit) for i, limit in enumerate((9, 70, 80, 45, 4))]
-    cut = lambda text, width: text if len(text) <= width else text[:width - 1] + "~"
     header = ("sweep", "claim", "measured", "expected", "")
+    widths = [min(max(len(r[i]) for r in rows + [header]), limit)
+              for i, limit in enumerate(VERDICT_WIDTHS)]
     for row in [header] + rows:
-        print("  ".join(cut(cell, w).ljust(w) for cell, w in zip(row, widths)))
+        cells = [textwrap.wrap(cell, w, break_long_words=True) or [""]
+                 for cell, w in zip(row, widths)]
+        for line in range(max(map(len, cells))):
+            print("  ".join((c[line] if line < len(c) else "").ljust(w)
+                            for c, w in zip(cells, widths)).rstrip())
+    counts = "; ".join(f"{name} {s['cells_computed_this_run']} computed, {s['cells_reused']} "
+                       f"reused" for name, s in summaries.items())
+    print(f"cells: {counts}")
+    foreign = sum(s["cells_reused_from_other_code"] for s in summaries.values())
+    if foreign:
+        print(f"NOTE: {foreign} reused cell(s) were computed by other code (--reuse-cells): "
+              "these verdicts may not describe the code installed now")
     return all(r[-1] == "PASS" for r in rows)
 
 
@@ -228,7 +377,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
     from sweeps import run_named
 
     out = args.out or Path("runs") / f"sweep-{args.name}{'-quick' if args.quick else ''}"
-    summaries = run_named(args.name, args.quick, out, progress=not args.quiet)
+    summaries = run_named(args.name, args.quick, out, progress=not args.quiet,
+                          reuse_cells=args.reuse_cells)
     passed = _print_verdicts(summaries)
     print(f"results in {out}/ (metrics.csv, config.json, summary.json per sweep)")
     return 0 if passed else 1
@@ -243,7 +393,7 @@ def _bench(args: argparse.Namespace) -> int:
     for check in result["summary"]["checks"]:
         print(f"{'pass' if check['passed'] else 'FAIL'}  {check['claim']}: "
               f"{check['measured']:.3g} (want {check['threshold']})")
-    return 0
+    return 0 if result["summary"]["passed"] else 1
 
 
 def _figures(args: argparse.Namespace) -> int:
@@ -258,7 +408,8 @@ def _validate(args: argparse.Namespace) -> int:
     from figures import make_figures
     from sweeps import run_named
 
-    summaries = run_named("all", True, args.out, progress=not args.quiet)
+    summaries = run_named("all", True, args.out, progress=not args.quiet,
+                          reuse_cells=args.reuse_cells)
     passed = _print_verdicts(summaries)
     written = make_figures(args.out, args.out / "figures")
     print(f"{len(written)} figures in {args.out / 'figures'}/; results in {args.out}/")
@@ -266,20 +417,38 @@ def _validate(args: argparse.Namespace) -> int:
     return 0 if passed else 1
 
 
+REUSE_HELP = ("reuse cached cells even when other code computed them (normally they are "
+              "computed again); the verdict table then says how many were")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from fedsim.provenance import version
+
+    parser = Parser(
         prog="fedsim", description="A vectorised simulator for federated RLHF theory (FedRLHF).")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="run one experiment", description="Run one experiment.")
-    tasks = run.add_subparsers(dest="task", required=True, metavar="TASK")
+    parser.add_argument("--version", action="version", version=f"fedsim {version('fedsim')}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=Parser)
+    run = commands.add_parser(
+        "run", help="run one experiment",
+        description="Run one experiment: `fedsim run tabular ...` or `fedsim run movielens "
+                    "...`, or re-run a saved configuration exactly with `fedsim run --config "
+                    "DIR/config.json --out NEW`.")
+    run.add_argument("--config", type=Path, default=None, metavar="FILE",
+                     help="a config.json written by an earlier run: run that configuration")
+    run.add_argument("--out", dest="saved_out", type=Path, default=None,
+                     help="with --config: " + OUT_HELP)
+    run.add_argument("--quiet", action="store_true", help="with --config: no progress output")
+    run.set_defaults(handler=_run, run_parser=run)
+    tasks = run.add_subparsers(dest="task", metavar="TASK", parser_class=Parser)
     tabular = tasks.add_parser(
         "tabular", help="FedRLHF on exact tabular MDPs",
         description="FedRLHF on a seeded family of heterogeneous tabular MDPs: K clients run E "
                     "local policy-gradient steps from the global policy, the server averages. "
-                    "Writes config.json, metrics.csv, clients.csv, instance.npz and summary.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "Writes config.json, provenance.json, instance.npz, metrics.csv, clients.csv, "
+                    "state.npz (to resume from) and summary.json.")
     _add_tabular_options(tabular)
-    tabular.set_defaults(handler=_run_tabular)
+    tabular.set_defaults(handler=_run_tabular, task_parser=tabular)
 
     movielens = tasks.add_parser(
         "movielens", help="FedRLHF on MovieLens (Q-learning recommender, simulated feedback)",
@@ -288,12 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "(movie embeddings, genres, MLP) with personal user parameters and a local "
                     "reward model fitted to simulated feedback, both kept on the client; compared "
                     "with centralized and local-only training. Held-out accuracy on each user's "
-                    "20%% test ratings. Writes config.json, metrics.csv, clients.csv, summary.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "20% test ratings. Writes config.json, provenance.json, metrics.csv, "
+                    "clients.csv, cells/ (finished cells, to resume from) and summary.json.")
     g = movielens.add_argument_group("data")
     g.add_argument("--data", default=None,
-                   help="the dataset's zip (e.g. ml-latest-small.zip) or its unpacked folder "
-                        "(default: $FEDSIM_DATA, then ../shared/data/)")
+                   help="the dataset's zip (e.g. ml-latest-small.zip), its unpacked folder, or "
+                        "a folder holding the zip; the only place looked at when given "
+                        "(default: $FEDSIM_DATA, else shared/data/ beside the project)")
     g.add_argument("--hub", default=None, metavar="NAME",
                    help="read the ratings with the Hugging Face datasets library instead: a "
                         "folder saved by Dataset.save_to_disk, or a hub name (fetched online); "
@@ -301,13 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "...)")
     g.add_argument("--download", default=None, metavar="DIR",
                    help="fetch the dataset's GroupLens zip into DIR first (needs the internet)")
-    g.add_argument("--dataset", choices=tuple(DATASETS) + ("synthetic",),
+    g.add_argument("--dataset", choices=MOVIELENS_RELEASES + ("synthetic",),
                    default="ml-latest-small",
                    help="a GroupLens release (checksum verified), or synthetic: a small generated "
                         "look-alike (no data needed)")
-    g.add_argument("--clients", "-K", type=int, default=None,
+    g.add_argument("--clients", "-K", type=_count, default=None,
                    help="clients drawn (default: all users, e.g. 610 in ml-latest-small)")
-    g.add_argument("--users-per-client", type=int, default=1,
+    g.add_argument("--users-per-client", type=_count, default=1,
                    help="users each client holds (> 1: random groups, pooled feedback, one "
                         "personal embedding per user)")
     g = movielens.add_argument_group("feedback (simulated, per client)")
@@ -317,11 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--noise", type=float, default=0.1, help="sigma of the noisy rating")
     g.add_argument("--band", type=float, default=0.5, help='half-width of "about right", stars')
     g.add_argument("--taste", type=float, default=1.0, help="scale of the genre bias, stars")
-    g.add_argument("--pairs", type=int, default=64, help="pairwise comparisons per client")
+    g.add_argument("--pairs", type=_count, default=64, help="pairwise comparisons per client")
     g = movielens.add_argument_group("model and training")
     g.add_argument("--algorithm", choices=ALGORITHMS + ("all",), default="all",
                    help="fedavg (FedRLHF), centralized, local, or all three")
-    g.add_argument("--update", choices=("fitted_q", "soft_q", "policy_gradient"),
+    g.add_argument("--update", choices=UPDATES,
                    default="fitted_q",
                    help="local update: fitted Q-learning (the authors'); soft_q: softmax(Q) fitted "
                         "by cross-entropy to the soft-optimal policy softmax(r / --temperature); "
@@ -331,8 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gamma", type=float, default=0.0,
                    help="fitted-Q bootstrap discount on the next training rating (the authors' "
                         "0.99; it shifts both actions' targets alike)")
-    g.add_argument("--rounds", "-T", type=int, default=20, help="communication rounds")
-    g.add_argument("--local-epochs", type=int, default=5,
+    g.add_argument("--rounds", "-T", type=_count, default=20, help="communication rounds")
+    g.add_argument("--local-epochs", type=_count, default=5,
                    help="local epochs a round (an epoch: mean training ratings / batch steps)")
     g.add_argument("--lr", type=float, default=0.01, help="step size of the shared parameters")
     g.add_argument("--schedule", choices=LR_SCHEDULES, default="constant",
@@ -345,29 +515,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--year", action="store_true",
                    help="give the Q-network each movie's release year (from its title) beside "
                         "its genres")
-    g.add_argument("--dim", type=int, default=16, help="embedding size")
-    g.add_argument("--hidden", type=int, default=64, help="MLP width")
-    g.add_argument("--batch", type=int, default=32, help="ratings per local step")
-    g.add_argument("--seed", type=int, default=0, help="split, clients and feedback")
-    g.add_argument("--num-seeds", type=int, default=5, help="training seeds (vmapped)")
-    g.add_argument("--out", type=Path, required=True, help="results folder")
+    g.add_argument("--dim", type=_count, default=16, help="embedding size")
+    g.add_argument("--hidden", type=_count, default=64, help="MLP width")
+    g.add_argument("--batch", type=_count, default=32, help="ratings per local step")
+    g.add_argument("--seed", type=_count, default=0, help="split, clients and feedback")
+    g.add_argument("--num-seeds", type=_count, default=5, help="training seeds (vmapped)")
+    g.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     g.add_argument("--quiet", action="store_true", help="no progress output")
-    movielens.set_defaults(handler=_run_movielens)
+    movielens.set_defaults(handler=_run_movielens, task_parser=movielens)
 
     sweep = commands.add_parser(
         "sweep", help="run a theory-validation sweep (resumable)",
         description="Run a sweep that checks a theoretical claim: rate (R1: O(1/T) and its "
                     "negative controls), clients (R2: speedup in K), tradeoff (R3: lambda), or "
                     "all three. Killed and re-run with the same options, a sweep resumes where "
-                    "it stopped. Writes metrics.csv, config.json and summary.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "it stopped; cells computed by other code are computed again. Writes "
+                    "metrics.csv, config.json, provenance.json and summary.json.")
     sweep.add_argument("name", choices=("rate", "clients", "tradeoff", "all"), help="which sweep")
     sweep.add_argument("--quick", action="store_true",
                        help="small version (all three together, as `fedsim validate` runs them: "
                             "2 min 41 s measured on a 2-core CPU)")
     sweep.add_argument("--out", type=Path, default=None,
                        help="results folder (default runs/sweep-NAME[-quick]); refused if it "
-                            "holds a sweep with other options")
+                            "holds a sweep with other options or is in use")
+    sweep.add_argument("--reuse-cells", action="store_true", help=REUSE_HELP)
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(handler=_run_sweep)
 
@@ -380,8 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "W3 (the MovieLens Q-network on synthetic users) for K = 10 ... 1000, plus "
                     "W1 at K = 100000 and a lambda x seed grid in one compilation. Each cell "
                     "runs in its own process (its compile time and peak memory are its own). "
-                    "Writes bench.csv, summary.json and config.json; prints the table.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "Writes bench.csv, summary.json and config.json; prints the table and each "
+                    "check, and exits 1 if a check fails.")
     bench.add_argument("--quick", action="store_true",
                        help="K up to 1000, 0.3 s per measurement, no K = 100000 run")
     bench.add_argument("--out", type=Path, default=None,
@@ -392,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     figures = commands.add_parser(
         "figures", help="draw every figure from results on disk",
         description="Regenerate the figures (PNG and PDF) from sweep results on disk; nothing "
-                    "is re-run.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "is re-run.")
     figures.add_argument("--results", type=Path, default=Path("runs/validate"),
                          help="a folder written by `fedsim sweep all` or `fedsim validate`, "
                               "or by one sweep")
@@ -403,27 +574,37 @@ def build_parser() -> argparse.ArgumentParser:
         "validate", help="the main job: quick versions of the three sweeps, verdicts, figures",
         description="Run the quick rate, clients and tradeoff sweeps on the embedded default "
                     "instances, print a verdict table (claim, measured, expected, pass/fail) and "
-                    "write the figures. Exit status 0 when every claim passes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "write the figures. Exit status 0 when every claim passes.")
     validate.add_argument("--out", type=Path, default=Path("runs/validate"), help="results folder")
+    validate.add_argument("--reuse-cells", action="store_true", help=REUSE_HELP)
     validate.add_argument("--quiet", action="store_true", help="no progress bars")
     validate.set_defaults(handler=_validate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    interrupt.install()   # first: Ctrl-C from now on stops at a safe point
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "run" and args.task is not None:
+        args.given = given_options(args.task_parser, argv)
     try:
         return args.handler(args)
     except ConfigError as error:
         # Library names ("local_steps (E)") become the flags the user typed ("--local-steps (E)").
         flag = "--" + error.name.replace("_", "-")
         parser.exit(2, f"fedsim: error: {flag} = {error.value!r} is not allowed: {error.allowed}\n")
+    except TooLarge as error:
+        parser.exit(2, f"fedsim: error: {error}\n")
     except FileNotFoundError as error:   # missing or corrupt data: what to do is in the message
         parser.exit(2, f"fedsim: error: {error}\n")
     except FloatingPointError as error:
         parser.exit(3, f"fedsim: run stopped: {error}\n")
+    except interrupt.Interrupted as error:
+        parser.exit(130, f"fedsim: interrupted: {error}\n")
+    except OSError as error:   # a folder or file that cannot be written, a full disk, ...
+        parser.exit(2, f"fedsim: error: {error.strerror or error}: {error.filename or ''}\n")
 
 
 if __name__ == "__main__":

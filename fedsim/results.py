@@ -1,4 +1,7 @@
-"""Results folders: atomic writes, tidy CSV, and one run per folder."""
+"""Result files: atomic writes, tidy CSV (also appended chunk by chunk), JSON and npz.
+
+Who may write a folder is `fedsim.rundir`'s business; this module only writes files.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,12 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from fedsim.errors import ConfigError
 
-CONFIG = "config.json"
+def _file_mode() -> int:
+    """0666 less the process's umask: what open() would give (mkstemp alone gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -22,6 +28,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -33,10 +40,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_plain) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=plain_json) + "\n").encode())
 
 
-def _plain(x):
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def plain_json(x):
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, np.ndarray):
@@ -51,47 +62,52 @@ def format_value(x) -> str:
     return str(x)
 
 
-def write_csv(path: Path, columns: list[str], rows: Iterable[Mapping]) -> None:
+def _csv_bytes(columns: list[str], rows: Iterable[Mapping], header: bool = True) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
+    if header:
+        writer.writerow(columns)
     for row in rows:
         writer.writerow([format_value(row[c]) for c in columns])
-    atomic_write_bytes(path, buffer.getvalue().encode())
+    return buffer.getvalue().encode()
+
+
+def write_csv(path: Path, columns: list[str], rows: Iterable[Mapping]) -> None:
+    atomic_write_bytes(path, _csv_bytes(columns, rows))
+
+
+def read_csv_rows(path: Path) -> list[dict]:
+    """Rows of a CSV written here, numbers parsed back (ints as int, the rest as float)."""
+    def parse(text):
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
+    with open(path, newline="") as f:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def append_csv(path: Path, columns: list[str], rows: Iterable[Mapping], keep: int) -> int:
+    """Cut `path` back to its first `keep` bytes (what a saved checkpoint vouches for), append
+    `rows` (with the header if the file is new), flush to disk; return the new length.
+
+    A run killed between an append and its next checkpoint leaves rows that the resumed run
+    cuts off and writes again, so the file ends byte-identical to an uninterrupted run's.
+    """
+    data = _csv_bytes(columns, rows, header=keep == 0)
+    with open(path, "r+b" if Path(path).exists() else "wb") as f:
+        f.truncate(keep)
+        f.seek(keep)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+        return f.tell()
 
 
 def write_npz(path: Path, arrays: Mapping) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def prepare_out_dir(out: Path, config: dict) -> Path:
-    """Create `out`, or accept it if it holds this very run; refuse anything else.
-
-    Raises ConfigError (before any compilation) if the folder holds a run with another
-    config, or files that are not a fedsim run.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError("out", str(out), "must be a folder (a file of that name exists)")
-    config = json.loads(json.dumps(config, default=_plain))
-    existing = out / CONFIG
-    if existing.exists():
-        previous = json.loads(existing.read_text())
-        if previous != config:
-            differing = sorted(_differences(previous, config))
-            raise ConfigError("out", str(out), "must be empty or hold a run with the same config; "
-                              f"it holds a different run (differs in: {', '.join(differing)})")
-    elif out.exists() and any(out.iterdir()):
-        raise ConfigError("out", str(out), "must be empty or hold a fedsim run; it holds other files")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _differences(a, b, prefix=""):
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in set(a) | set(b):
-            yield from _differences(a.get(key), b.get(key), f"{prefix}{key}.")
-    elif a != b:
-        yield prefix.rstrip(".")

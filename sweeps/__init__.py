@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedsim.results import prepare_out_dir, write_json
+from fedsim.results import write_json
+from fedsim.rundir import RunFolder
 
 SWEEPS = ("rate", "clients", "tradeoff")
 
@@ -21,15 +22,17 @@ def make_sweep(name: str, quick: bool):
     return make(quick)
 
 
-def run_named(name: str, quick: bool, out: Path, progress: bool = True) -> dict:
+def run_named(name: str, quick: bool, out: Path, progress: bool = True,
+              reuse_cells: bool = False) -> dict:
     """Run one sweep, or with name "all" the three into out/rate, out/clients, out/tradeoff."""
     from sweeps.runner import run_sweep
 
     if name != "all":
-        return {name: run_sweep(make_sweep(name, quick), out, progress)}
-    out = prepare_out_dir(Path(out), {"sweep": "all", "quick": quick})
-    write_json(out / "config.json", {"sweep": "all", "quick": quick})
-    summaries = {n: run_sweep(make_sweep(n, quick), out / n, progress) for n in SWEEPS}
-    write_json(out / "summary.json", {"passed": all(s["passed"] for s in summaries.values()),
-                                      "claims": {n: s["claims"] for n, s in summaries.items()}})
+        return {name: run_sweep(make_sweep(name, quick), out, progress, reuse_cells)}
+    with RunFolder(Path(out), {"sweep": "all", "quick": quick}) as folder:
+        summaries = {n: run_sweep(make_sweep(n, quick), folder.path / n, progress, reuse_cells)
+                     for n in SWEEPS}
+        write_json(folder.path / "summary.json",
+                   {"passed": all(s["passed"] for s in summaries.values()),
+                    "claims": {n: s["claims"] for n, s in summaries.items()}})
     return summaries

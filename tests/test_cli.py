@@ -11,6 +11,7 @@ import pytest
 
 from fedsim.cli import main
 from fedsim.reference import reference_run
+from fedsim.rundir import read_config
 from fedsim.tabular.mdp import InstanceSpec, make_instance
 
 SMALL = ["--clients", "3", "--states", "4", "--actions", "3", "--rounds", "6", "--local-steps", "2",
@@ -27,8 +28,9 @@ def test_run_writes_results_and_same_seed_gives_same_bytes(tmp_path, capsys):
     assert main(["run", "tabular", "--out", str(tmp_path / "a")] + args) == 0
     assert main(["run", "tabular", "--out", str(tmp_path / "b")] + args) == 0
     a, b = tmp_path / "a", tmp_path / "b"
-    for name in ("metrics.csv", "clients.csv", "config.json"):
-        assert (a / name).read_bytes() == (b / name).read_bytes()
+    for name in ("metrics.csv", "clients.csv", "instance.npz"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert read_config(a / "config.json") == read_config(b / "config.json")   # less the run ids
     rows = _rows(a / "metrics.csv")
     assert len(rows) == 2 * 6 and {"round", "J", "J_star", "gap", "seed"} <= set(rows[0])
     for row in rows:
@@ -81,7 +83,7 @@ BAD = [
     (["--gamma", "-0.1"], "--gamma = -0.1", "[0.0, 1.0)"),
     (["--lam", "-0.5"], "--lam = -0.5", ">= 0"),
     (["--lam", "1.5", "--reward-form", "convex"], "--lam = 1.5", "[0, 1] with the convex"),
-    (["--lam-grid", "-0.2", "0.9"], "--lam[0] = -0.2", ">= 0"),
+    (["--lam-grid", "-0.2", "0.9"], "--lam-grid = [-0.2, 0.9]", "each be >= 0"),
     (["--weights", "1,-1,1"], "--weights = [1.0, -1.0, 1.0]", "non-negative"),
     (["--weights", "0,0,0"], "--weights = [0.0, 0.0, 0.0]", "not be all zero"),
     (["--weights", "1,1"], "--weights = [1.0, 1.0]", "K = 3 numbers"),
@@ -93,9 +95,9 @@ BAD = [
     (["--lr", "-1"], "--lr = -1.0", "(0.0, inf]"),
     (["--schedule", "inverse_time", "--beta", "0"], "--beta = 0.0", "(0.0, inf]"),
     (["--schedule", "inverse_time", "--gamma0", "-1"], "--gamma0 = -1.0", "(0.0, inf]"),
-    (["--server-lr", "0"], "--server-lr = 0.0", "(0.0, inf]"),
-    (["--batch", "0"], "--batch (B) = 0", "integer >= 1"),
-    (["--horizon", "0"], "--horizon (H) = 0", "integer >= 1"),
+    (["--server-lr", "0", "--server-opt", "sgd"], "--server-lr = 0.0", "(0.0, inf]"),
+    (["--batch", "0", "--gradient", "sampled"], "--batch (B) = 0", "integer >= 1"),
+    (["--horizon", "0", "--gradient", "sampled"], "--horizon (H) = 0", "integer >= 1"),
     (["--reg", "entropy"], "--tau = 0.0", "> 0 with reg = entropy"),
     (["--algorithm", "local", "--server-opt", "adam"], "--server-opt", "local algorithm"),
     (["--client-block", "0"], "--client-block = 0", "integer >= 1"),

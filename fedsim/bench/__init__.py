@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 from fedsim.bench import workloads as W
-from fedsim.results import prepare_out_dir, write_csv, write_json
+from fedsim.interrupt import stop_if_requested
+from fedsim.results import write_csv, write_json
+from fedsim.rundir import RunFolder
 
 COLUMNS = ["workload", "mode", "K", "client_block", "rounds", "client_steps", "seconds", "client_steps_per_s",
            "env_steps_per_s", "compile_s", "peak_rss_mb", "vectorized_speedup"]
@@ -59,8 +61,10 @@ def grid_mode(lams: int, seeds: int, seeded_init: bool) -> str:
 
 
 def run_cell(cell: dict) -> dict:
+    # A session of its own: Ctrl-C in the terminal reaches only this process, which stops
+    # after the cell in progress, instead of killing the measurement half-way.
     done = subprocess.run([sys.executable, "-m", "fedsim.bench.cell", json.dumps(cell)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, start_new_session=True)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark cell {cell} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -142,16 +146,19 @@ def run_bench(quick: bool, out: Path, progress: bool = True, config: dict | None
     from tqdm.auto import tqdm
 
     config = config or make_config(quick)
-    out = prepare_out_dir(out, config)
-    write_json(out / "config.json", config)
-    rows = []
-    for cell in tqdm(plan(config), desc="bench", unit="cell", disable=not progress):
-        rows.append(run_cell(cell))
-        add_speedups(rows)
-        write_csv(out / "bench.csv", COLUMNS, rows)   # partial results survive an interruption
-    checks = acceptance(rows, config)
-    summary = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                           "python": platform.python_version()},
-               "checks": checks, "passed": all(c["passed"] for c in checks)}
-    write_json(out / "summary.json", summary)
+    with RunFolder(out, config) as folder:
+        out, rows = folder.path, []
+        cells = plan(config)
+        with tqdm(cells, desc="bench", unit="cell", disable=not progress) as bar:
+            for cell in bar:
+                rows.append(run_cell(cell))
+                add_speedups(rows)
+                write_csv(out / "bench.csv", COLUMNS, rows)   # partial results survive
+                stop_if_requested(f"bench stopped after {len(rows)} of {len(cells)} cells; "
+                                  f"those are in {out / 'bench.csv'}")
+        checks = acceptance(rows, config)
+        summary = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                               "python": platform.python_version()},
+                   "checks": checks, "passed": all(c["passed"] for c in checks)}
+        write_json(out / "summary.json", summary)
     return {"rows": rows, "summary": summary}

@@ -32,11 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fedsim.choices import ALGORITHMS
 from fedsim.engine import keys as K_
 from fedsim.engine.aggregation import participant_weights, sample_participants, weighted_sum
 from fedsim.errors import check_choice, check_int, require
 
-ALGORITHMS = ("fedavg", "centralized", "local")
 
 Params = Any
 Private = Any

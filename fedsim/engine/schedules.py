@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedsim.choices import LR_SCHEDULES, SCHEDULES  # noqa: F401 (re-exported)
 from fedsim.errors import check_choice, check_int, check_real
 
-SCHEDULES = ("constant", "inverse_time", "cosine")
-LR_SCHEDULES = ("constant", "cosine")   # set by lr alone (inverse_time needs beta and gamma0)
 
 
 def step_sizes(schedule: str, num_rounds: int, local_steps: int, *, lr: float | None = None,

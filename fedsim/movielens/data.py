@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedsim.choices import MOVIELENS_RELEASES
 from fedsim.errors import check_int, check_real, require
 
 # Checksums as GroupLens publishes them (ml-100k.zip.md5, ml-1m.zip.md5) or, for
@@ -43,6 +44,7 @@ DATASETS = {
         "files": ("ratings.dat", "movies.dat"),
     },
 }
+assert tuple(DATASETS) == MOVIELENS_RELEASES
 # ml-100k's u.item ends with 19 genre flags in this order (its u.genre).
 GENRES_100K = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
                "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
@@ -81,22 +83,28 @@ class Ratings:
 
 
 def locate(data: str | Path | None = None, name: str = "ml-latest-small") -> Path:
-    """The zip (or unpacked folder) of dataset `name`: --data, then $FEDSIM_DATA, then
-    ../shared/data/. Raises DataError saying where it looked and how to get the data."""
+    """The zip (or unpacked folder) of dataset `name`. An explicit `data` path is the only
+    place looked at when given (a path the user typed is never replaced by another); without
+    it, $FEDSIM_DATA alone if set; with neither, ../shared/data/ beside the project. Raises
+    DataError saying where it looked and how to get the data."""
+    if data:
+        bases, given = [data], "--data"
+    elif os.environ.get("FEDSIM_DATA"):
+        bases, given = [os.environ["FEDSIM_DATA"]], "FEDSIM_DATA"
+    else:
+        bases, given = [PROJECT_ROOT.parent / "shared" / "data"], None
+    ratings_file = DATASETS[name]["files"][0]
     looked = []
-    for base in (data, os.environ.get("FEDSIM_DATA"), PROJECT_ROOT.parent / "shared" / "data"):
-        if not base:
-            continue
-        base = Path(base)
+    for base in map(Path, bases):
         for candidate in (base, base / f"{name}.zip", base / name):
             looked.append(str(candidate))
-            ratings_file = DATASETS[name]["files"][0]
             if candidate.is_file() or (candidate.is_dir() and (candidate / ratings_file).is_file()):
                 return candidate
+    where = f"{given} = {bases[0]}" if given else "no --data or FEDSIM_DATA given"
     raise DataError(
-        f"MovieLens {name} not found (looked at: {', '.join(looked) or 'nothing given'}). "
+        f"MovieLens {name} not found ({where}; looked at: {', '.join(looked)}). "
         f"Download {DATASETS[name]['url']} and pass its path with --data, or set FEDSIM_DATA "
-        f"to the folder holding {name}.zip (or run with --download).")
+        f"to the folder holding {name}.zip (or run with --download DIR).")
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
@@ -127,7 +135,13 @@ def download(dest: Path, name: str = "ml-latest-small") -> Path:
     target = dest / f"{name}.zip"
     if not target.exists():
         partial = target.with_suffix(".part")
-        urllib.request.urlretrieve(DATASETS[name]["url"], partial)
+        try:
+            urllib.request.urlretrieve(DATASETS[name]["url"], partial)
+        except OSError as error:   # URLError, timeouts, refused connections
+            partial.unlink(missing_ok=True)
+            raise DataError(f"--download: could not fetch {DATASETS[name]['url']} "
+                            f"({getattr(error, 'reason', error)}); download it by hand and "
+                            f"pass it with --data") from error
         partial.rename(target)
     return target
 
@@ -144,12 +158,22 @@ def load(path: Path, name: str = "ml-latest-small") -> Ratings:
                 inner = {Path(n).name: n for n in z.namelist()}
                 texts = [io.TextIOWrapper(z.open(inner[f]), encoding=encoding).read()
                          for f in files]
-        except (zipfile.BadZipFile, KeyError) as error:
+        except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as error:
             raise DataError(f"{path} is not a MovieLens {name} zip with {' and '.join(files)}: "
                             f"{error}") from error
     else:
-        texts = [(path / f).read_text(encoding=encoding) for f in files]
-    return PARSERS[name](*texts, str(path))
+        missing = [f for f in files if not (path / f).is_file()]
+        if missing:
+            raise DataError(f"{path} has no {' or '.join(missing)}: not an unpacked MovieLens "
+                            f"{name} folder")
+    try:
+        if not path.is_file():
+            texts = [(path / f).read_text(encoding=encoding) for f in files]
+        return PARSERS[name](*texts, str(path))
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        raise DataError(f"{path}: the {name} ratings could not be read "
+                        f"({type(error).__name__}: {error}); is the file complete and of that "
+                        f"release?") from error
 
 
 def _parse_latest(ratings_text: str, movies_text: str, source: str) -> Ratings:
@@ -243,6 +267,9 @@ def _build(users, movies, ratings, movie_genres: dict, source: str,
     """Ratings from raw ids: users and rated movies renumbered in order of their ids, genres
     as a multi-hot table over every genre name seen, and release years if given."""
     require(len(users) > 0, "data", source, "must hold at least one rating")
+    if not np.all(np.isfinite(ratings)) or np.min(ratings) < 0 or np.max(ratings) > 10:
+        raise DataError(f"{source}: ratings must be finite star counts in [0, 10]; found values "
+                        f"from {np.min(ratings)} to {np.max(ratings)}")
     users, movies = np.asarray(users), np.asarray(movies)
     genre_names = tuple(sorted({g for gs in movie_genres.values() for g in gs}))
     movie_ids = np.unique(movies)   # only rated movies get an index

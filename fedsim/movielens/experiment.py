@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,11 @@ from fedsim.movielens import data as D
 from fedsim.movielens.clients import FeedbackSpec, group_users, make_clients, select_users
 from fedsim.movielens.metrics import evaluate_scores
 from fedsim.movielens.task import ModelSpec, init_params, make_task
-from fedsim.results import prepare_out_dir, write_csv, write_json
+from fedsim.interrupt import stop_if_requested
+from fedsim.memory import FLOAT, check_fits
+from fedsim.provenance import MOVIELENS, code_fingerprint
+from fedsim.results import read_json, write_csv, write_json
+from fedsim.rundir import RunFolder
 
 # Reported splits: (model scores, labels, mask). "taste": the test ratings labelled by the
 # users' taste-biased preference (clients.py), the personalisation side of the trade-off.
@@ -139,12 +144,39 @@ def _compile(task, fed: Federation, params0, keys, data, weights, lrs, checkpoin
         params0, keys, data, weights).compile()
 
 
+def estimate_memory(config: MovieLensRunConfig, clients: dict, num_params: int,
+                    checkpoints: int) -> list[tuple[str, float, str]]:
+    """(what, bytes, options) of the run's largest allocations (fedsim.memory.check_fits)."""
+    K, seeds = clients["train_mask"].shape[0], config.num_seeds
+    scores = sum(clients[mask].size for _, _, mask in SPLITS.values())
+    return [
+        # each client holds the shared parameters and its optimiser's two moments
+        ("the parameters each client holds (seeds x clients x parameters, with Adam moments)",
+         4.0 * FLOAT * seeds * (K + 2) * num_params,
+         "--num-seeds, --clients, --dim, --hidden"),
+        ("the logged scores of every rating (seeds x logged rounds x ratings, device and host)",
+         2.0 * FLOAT * seeds * checkpoints * scores, "--num-seeds, --rounds"),
+        ("the clients' data", 8.0 * sum(v.size for v in clients.values()), "--clients"),
+    ]
+
+
 def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
                   progress: bool = True) -> dict:
+    """Run every (algorithm, lambda) cell of `config`. With `out`, each finished cell is saved
+    under out/cells/ as it ends, and a run killed or interrupted there resumes with the
+    cells it has not finished."""
     config.validate()
-    config_dict = dataclasses.asdict(config)
-    if out is not None:
-        out = prepare_out_dir(Path(out), config_dict)
+    if config.dataset != "synthetic" and config.hub is None:
+        D.locate(config.data, config.dataset)   # missing data: say so before taking a folder
+    if out is None:
+        return _run(config, None, progress)
+    with RunFolder(out, {"task": "movielens", **dataclasses.asdict(config)}) as folder:
+        if folder.stale_note():
+            print(folder.stale_note(), file=sys.stderr)
+        return _run(config, folder.path, progress)
+
+
+def _run(config: MovieLensRunConfig, out: Path | None, progress: bool) -> dict:
     wall = time.perf_counter()
     ratings = load_ratings(config)
     split = D.split_per_user(ratings, seed=config.seed)
@@ -152,84 +184,142 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
                                       config.users_per_client),
                          config.users_per_client, config.seed)
     clients = make_clients(ratings, split, groups, config.lams[0], config.feedback, config.seed)
-    data = {k: jnp.asarray(v) for k, v in clients.items()}
-    weights = jnp.asarray(clients["train_count"] / clients["train_count"].sum())   # authors' FedAvg
     steps_per_epoch = math.ceil(float(clients["train_count"].mean()) / config.model.batch)
     E = config.local_epochs * steps_per_epoch
     task, net = make_task(ratings.num_movies, ratings.genres, config.model, ratings.year)
-    keys = jax.vmap(jax.random.key)(jnp.arange(config.num_seeds, dtype=jnp.uint32) + 1000 * config.seed)
     inputs_dim = config.model.inputs_dim(ratings.genres.shape[1])
-    params0 = jax.vmap(lambda k: init_params(net, k, inputs_dim, config.model.dim))(keys)
     checkpoints = (np.arange(1, config.rounds + 1, dtype=np.int32) if config.rounds <= 20
                    else log_checkpoints(config.rounds, 20))
+    shapes = jax.eval_shape(lambda k: init_params(net, k, inputs_dim, config.model.dim),
+                            jax.random.key(0))
+    check_fits(estimate_memory(config, clients, sum(x.size for x in jax.tree.leaves(shapes)),
+                               len(checkpoints)))   # before the data reach the device
+    data = {k: jnp.asarray(v) for k, v in clients.items()}
+    weights = jnp.asarray(clients["train_count"] / clients["train_count"].sum())   # authors' FedAvg
+    keys = jax.vmap(jax.random.key)(jnp.arange(config.num_seeds, dtype=jnp.uint32) + 1000 * config.seed)
+    params0 = jax.vmap(lambda k: init_params(net, k, inputs_dim, config.model.dim))(keys)
     lrs = jnp.asarray(step_sizes(config.schedule, config.rounds, E, lr=config.lr))
 
-    rows, client_rows, results = [], [], []
     cells = [(a, lam) for a in config.algorithms for lam in config.lams]
-    compiled = {}
-    for algorithm, lam in tqdm(cells, desc="algorithm x lambda", disable=not progress):
-        start = time.perf_counter()
-        if algorithm not in compiled:   # one compilation per algorithm serves every lambda
-            compiled[algorithm] = _compile(task, Federation(algorithm, E), params0, keys, data,
-                                           weights, lrs, checkpoints)
-        compile_s = time.perf_counter() - start
-        start = time.perf_counter()
-        lam_data = {**data, "lam": jnp.full_like(data["lam"], lam)}
-        nonfinite, metrics = jax.block_until_ready(
-            compiled[algorithm](params0, keys, lam_data, weights))
-        run_s = time.perf_counter() - start
-        raise_if_nonfinite(nonfinite)
-        metrics = jax.device_get(metrics)
-        cell = {"algorithm": algorithm, "lam": lam}
-        final, selected = {}, []
-        for s in range(config.num_seeds):
-            best_val = (-1.0, 0.0, 0)   # (validation accuracy, test accuracy, round)
-            for c, t in enumerate(checkpoints):
-                figures = {}
-                for name, (score, label, mask) in SPLITS.items():
-                    figures[name] = evaluate_scores(metrics[score][s, c], clients[label],
-                                                    clients[mask])
-                    f = figures[name]
-                    rows.append({**cell, "seed": s, "round": int(t), "split": name,
-                                 "accuracy": f["accuracy"], "auc": f["auc"],
-                                 "mean_client_accuracy": float(np.nanmean(f["client_accuracy"])),
-                                 "median_client_spearman": float(np.nanmedian(f["client_spearman"]))})
-                test, personal = figures["test"], figures["test_personal"]
-                for k, group in enumerate(groups):
-                    client_rows.append({
-                        **cell, "seed": s, "round": int(t), "client": k,
-                        "users": " ".join(map(str, group)),
-                        "test_accuracy": test["client_accuracy"][k],
-                        "test_spearman": test["client_spearman"][k],
-                        "personal_test_accuracy": personal["client_accuracy"][k],
-                        "personalization_gain": personal["client_accuracy"][k]
-                        - test["client_accuracy"][k]})
-                if figures["val"]["accuracy"] > best_val[0]:
-                    best_val = (figures["val"]["accuracy"], figures["test"]["accuracy"], int(t))
-                if c == len(checkpoints) - 1:
-                    for name, f in figures.items():
-                        final.setdefault(name, []).append(f)
-            selected.append(best_val)
-        results.append(cell | {
-            name: {"accuracy": _ci([f["accuracy"] for f in fs]), "auc": _ci([f["auc"] for f in fs]),
-                   "median_client_spearman": _ci([np.nanmedian(f["client_spearman"]) for f in fs])}
-            for name, fs in final.items()} | {
-            # Model selection on the validation split: the logged round with the best
-            # validation accuracy, per seed, and the test accuracy there.
-            "val_selected": {"test_accuracy": _ci([t for _, t, _ in selected]),
-                             "rounds": [r for _, _, r in selected]},
-            "compile_seconds": compile_s, "run_seconds": run_s})
-    summary = {"experiment": "movielens", "results": results}
+    cache = _Cells(out)
+    compiled, done = {}, []
+    with tqdm(cells, desc="algorithm x lambda", disable=not progress) as bar:
+        for algorithm, lam in bar:
+            cell = cache.load(algorithm, lam)
+            if cell is None:
+                cell = _run_cell(config, task, algorithm, lam, compiled, E, params0, keys, data,
+                                 weights, lrs, checkpoints, clients, groups)
+                cache.save(cell)
+            done.append(cell)
+            if out is not None:   # what is finished is readable as it goes
+                _write_tables(out, done)
+                stop_if_requested(f"stopped after {len(done)} of {len(cells)} algorithm x "
+                                  f"lambda cells; saved in {out}; run the same command to "
+                                  f"resume")
+    summary = {"experiment": "movielens", "results": [c["result"] for c in done]}
     summary.update({
         "clients": len(groups), "users": int(sum(len(g) for g in groups)),
         "local_steps_per_round": E, "steps_per_epoch": steps_per_epoch,
         "user_majority_test_accuracy": user_majority_accuracy(clients),
         "ratings": int(len(ratings.user)), "source": ratings.source,
+        "data_sha256": D.file_digest(Path(ratings.source)) if Path(ratings.source).is_file() else None,
+        "cells_computed_this_run": cache.computed, "cells_reused": len(cells) - cache.computed,
         "wall_seconds": time.perf_counter() - wall,
         "note": "(mean, 95% CI half-width) over training seeds; test = held-out 20% per user"})
     if out is not None:
-        write_json(out / "config.json", config_dict)
-        write_csv(out / "metrics.csv", list(rows[0]), rows)
-        write_csv(out / "clients.csv", list(client_rows[0]), client_rows)
         write_json(out / "summary.json", summary)
-    return {"rows": rows, "client_rows": client_rows, "summary": summary}
+    return {"rows": [r for c in done for r in c["rows"]],
+            "client_rows": [r for c in done for r in c["client_rows"]], "summary": summary}
+
+
+METRICS_COLUMNS = ["algorithm", "lam", "seed", "round", "split", "accuracy", "auc",
+                   "mean_client_accuracy", "median_client_spearman"]
+CLIENT_COLUMNS = ["algorithm", "lam", "seed", "round", "client", "users", "test_accuracy",
+                  "test_spearman", "personal_test_accuracy", "personalization_gain"]
+
+
+def _write_tables(out: Path, cells: list[dict]) -> None:
+    write_csv(out / "metrics.csv", METRICS_COLUMNS, [r for c in cells for r in c["rows"]])
+    write_csv(out / "clients.csv", CLIENT_COLUMNS, [r for c in cells for r in c["client_rows"]])
+
+
+class _Cells:
+    """Finished (algorithm, lambda) cells under out/cells/, each stamped with the code that
+    computed it; one computed by other code is computed again."""
+
+    def __init__(self, out: Path | None):
+        self.dir = None if out is None else out / "cells"
+        self.code, self.computed = code_fingerprint(MOVIELENS), 0
+        if self.dir is not None:
+            self.dir.mkdir(exist_ok=True)
+
+    def _path(self, algorithm, lam) -> Path:
+        return self.dir / f"{algorithm}-lam{lam:g}.json"
+
+    def load(self, algorithm, lam) -> dict | None:
+        if self.dir is None or not self._path(algorithm, lam).exists():
+            return None
+        cell = read_json(self._path(algorithm, lam))
+        return cell if cell.get("code") == self.code else None
+
+    def save(self, cell: dict) -> None:
+        self.computed += 1
+        if self.dir is not None:
+            write_json(self._path(cell["result"]["algorithm"], cell["result"]["lam"]),
+                       {**cell, "code": self.code})
+
+
+def _run_cell(config, task, algorithm, lam, compiled, E, params0, keys, data, weights, lrs,
+              checkpoints, clients, groups) -> dict:
+    """One algorithm at one lambda, all training seeds: rows, client rows and the result."""
+    start = time.perf_counter()
+    if algorithm not in compiled:   # one compilation per algorithm serves every lambda
+        compiled[algorithm] = _compile(task, Federation(algorithm, E), params0, keys, data,
+                                       weights, lrs, checkpoints)
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    lam_data = {**data, "lam": jnp.full_like(data["lam"], lam)}
+    nonfinite, metrics = jax.block_until_ready(compiled[algorithm](params0, keys, lam_data, weights))
+    run_s = time.perf_counter() - start
+    raise_if_nonfinite(nonfinite)
+    metrics = jax.device_get(metrics)
+    cell = {"algorithm": algorithm, "lam": lam}
+    rows, client_rows, final, selected = [], [], {}, []
+    for s in range(config.num_seeds):
+        best_val = (-1.0, 0.0, 0)   # (validation accuracy, test accuracy, round)
+        for c, t in enumerate(checkpoints):
+            figures = {}
+            for name, (score, label, mask) in SPLITS.items():
+                figures[name] = evaluate_scores(metrics[score][s, c], clients[label],
+                                                clients[mask])
+                f = figures[name]
+                rows.append({**cell, "seed": s, "round": int(t), "split": name,
+                             "accuracy": f["accuracy"], "auc": f["auc"],
+                             "mean_client_accuracy": float(np.nanmean(f["client_accuracy"])),
+                             "median_client_spearman": float(np.nanmedian(f["client_spearman"]))})
+            test, personal = figures["test"], figures["test_personal"]
+            for k, group in enumerate(groups):
+                client_rows.append({
+                    **cell, "seed": s, "round": int(t), "client": k,
+                    "users": " ".join(map(str, group)),
+                    "test_accuracy": test["client_accuracy"][k],
+                    "test_spearman": test["client_spearman"][k],
+                    "personal_test_accuracy": personal["client_accuracy"][k],
+                    "personalization_gain": personal["client_accuracy"][k]
+                    - test["client_accuracy"][k]})
+            if figures["val"]["accuracy"] > best_val[0]:
+                best_val = (figures["val"]["accuracy"], figures["test"]["accuracy"], int(t))
+            if c == len(checkpoints) - 1:
+                for name, f in figures.items():
+                    final.setdefault(name, []).append(f)
+        selected.append(best_val)
+    result = cell | {
+        name: {"accuracy": _ci([f["accuracy"] for f in fs]), "auc": _ci([f["auc"] for f in fs]),
+               "median_client_spearman": _ci([np.nanmedian(f["client_spearman"]) for f in fs])}
+        for name, fs in final.items()} | {
+        # Model selection on the validation split: the logged round with the best
+        # validation accuracy, per seed, and the test accuracy there.
+        "val_selected": {"test_accuracy": _ci([t for _, t, _ in selected]),
+                         "rounds": [r for _, _, r in selected]},
+        "compile_seconds": compile_s, "run_seconds": run_s}
+    return {"rows": rows, "client_rows": client_rows, "result": result}

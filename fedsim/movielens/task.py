@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fedsim.choices import UPDATES
 from fedsim.engine import Task
 from fedsim.errors import check_choice, check_int, check_real, require
 
 
-UPDATES = ("fitted_q", "soft_q", "policy_gradient")
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,21 @@
 """One tabular experiment end to end: validate, draw the instance, compile, run, write results.
 
-Writes to the output folder:
-    config.json    the full configuration (a folder never mixes two configs)
-    metrics.csv    one row per seed and logged round: seed, round, J, J_star, gap, J0,
-                   J_personal, step_size
-    clients.csv    per client: seed, round, client, J_client, J_personal_client
-    instance.npz   every array needed to re-run the experiment independently
-    summary.json   J* and how it was obtained, final gaps, compile and run seconds
+Writes to the output folder (which it owns for the run's life: fedsim.rundir):
+    config.json      the full configuration and a run id, before any work
+    provenance.json  versions, git commit, devices, command line, start and end times
+    instance.npz     every array needed to re-run the experiment independently (first)
+    metrics.csv      one row per logged round and seed: seed, round, J, J_star, gap, J0,
+                     J_personal, step_size (appended chunk by chunk)
+    clients.csv      per client: seed, round, client, J_client, J_personal_client
+    state.npz        the state after the last saved chunk: a killed run resumes from it
+    summary.json     J* and how it was obtained, final gaps, compile and run seconds (last)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +27,19 @@ import optax
 
 from fedsim.engine import (Federation, init_state, log_checkpoints, make_checkpointed_run,
                            raise_if_nonfinite, step_sizes)
+from fedsim.choices import SERVER_OPTIMIZERS
+from fedsim.checkpoint import load_state, save_state
 from fedsim.engine.sharding import client_mesh, pad_clients, padded_size, shard_clients, to_host
 from fedsim.errors import check_choice, check_int, check_real, require
-from fedsim.results import prepare_out_dir, write_csv, write_json, write_npz
+from fedsim.interrupt import requested, stop_if_requested
+from fedsim.memory import FLOAT, check_fits
+from fedsim.provenance import SIMULATOR, code_fingerprint
+from fedsim.results import append_csv, read_csv_rows, write_json, write_npz
+from fedsim.rundir import RunFolder
 from fedsim.tabular import oracles
 from fedsim.tabular.mdp import InstanceSpec, TabularInstance, client_data, make_instance
 from fedsim.tabular.task import LearnerSpec, make_task, regularizer
 
-SERVER_OPTIMIZERS = ("none", "sgd", "momentum", "adam")
 
 
 @dataclass(frozen=True)
@@ -116,21 +124,59 @@ def mei_step_size(instance: TabularInstance, learner: LearnerSpec) -> float:
 
 
 def _chunks(total: int, parts: int = 50) -> list[int]:
-    """Chunk lengths for progress reporting: at most two distinct lengths (two compilations)."""
+    """Chunk lengths (checkpoints per compiled call): progress, saving and safe stopping
+    happen between chunks. At most two distinct lengths (two compilations)."""
     size = max(1, total // parts)
     lengths = [size] * (total // size)
     return lengths + ([total % size] if total % size else [])
 
 
+def estimate_memory(config: TabularRunConfig) -> list[tuple[str, float, str]]:
+    """(what, bytes, options) of the run's largest allocations (fedsim.memory.check_fits)."""
+    spec, learner = config.instance, config.learner
+    K, S, A, T, E = (spec.num_clients, spec.num_states, spec.num_actions, config.rounds,
+                     config.local_steps)
+    seeds, block = config.num_seeds, min(config.client_block or K, K)
+    logged = (min(T, 2 * config.log_points) if config.log_points
+              else T // config.log_every + 1)
+    horizon = learner.horizon_for(spec.gamma) if learner.gradient == "sampled" else 0
+    return [
+        # numpy float64 while the instance is drawn, then float32 on the host and the device
+        ("the transition tensors P (K x S x A x S)", 16.0 * K * S * A * S, "--clients, --states"),
+        ("the clients' parameters and updates (seeds x K x S x A, a few copies)",
+         6.0 * FLOAT * seeds * K * S * A, "--num-seeds, --clients, --states, --actions"),
+        ("the local steps' working memory (seeds x client block x S x S x A)",
+         4.0 * FLOAT * seeds * block * S * S * A, "--num-seeds, --clients (or --client-block)"),
+        ("sampled trajectories (seeds x client block x B x horizon)",
+         8.0 * FLOAT * seeds * block * learner.batch * horizon, "--batch, --horizon"),
+        ("the step sizes (T x E)", 12.0 * T * E, "--rounds, --local-steps"),
+        ("the logged per-client metrics (seeds x logged rounds x K)",
+         3.0 * FLOAT * seeds * logged * K, "--rounds, --log-every (or --log-points), --clients"),
+        ("the rows of one chunk of clients.csv", 400.0 * seeds * K * max(1, logged // 50),
+         "--clients, --num-seeds, --log-every (or --log-points)"),
+    ]
+
+
+SAVE_STATE_BYTES = 64 << 20   # states up to this size are saved after every chunk
+SAVE_EVERY_S = 30.0           # larger ones at most this often (and always before stopping)
+
+
 def run_tabular(config: TabularRunConfig, out: Path | None = None, progress: bool = True) -> dict:
-    """Run `config` (seeds vmapped), write the results folder if `out` is given; return them."""
+    """Run `config` (seeds vmapped); with `out`, the results folder is written as the run goes
+    and a run killed or interrupted there resumes from its last saved chunk; return them."""
     config.validate()
-    config_dict = dataclasses.asdict(config)
+    check_fits(estimate_memory(config))   # before anything is allocated
     if jax.process_index() != 0:   # with several processes (jax.distributed), one writes
         out = None
-    if out is not None:
-        out = prepare_out_dir(Path(out), config_dict)
+    if out is None:
+        return _run(config, None, progress)
+    with RunFolder(out, {"task": "tabular", **dataclasses.asdict(config)}) as folder:
+        if folder.stale_note():
+            print(folder.stale_note(), file=sys.stderr)
+        return _run(config, folder.path, progress)
 
+
+def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
     instance = make_instance(config.instance)
     learner = config.learner
     mei = mei_step_size(instance, learner)
@@ -139,6 +185,8 @@ def run_tabular(config: TabularRunConfig, out: Path | None = None, progress: boo
     fed = config.federation()
     reg = regularizer(learner, instance)
     optimum = oracles.optimal_value(instance, reg)
+    if out is not None:   # known before the run: written first
+        write_npz(out / "instance.npz", instance_arrays(config, instance, lrs, reg))
 
     data, weights = client_data(instance), jnp.asarray(instance.p)
     seeds = config.seed + np.arange(config.num_seeds)
@@ -151,61 +199,125 @@ def run_tabular(config: TabularRunConfig, out: Path | None = None, progress: boo
     if config.devices > 1:
         states = states._replace(client_params=shard_clients(states.client_params, mesh, 1),
                                  private=shard_clients(states.private, mesh, 1))
+    checkpoints, lrs_device = config.logged_rounds(), jnp.asarray(lrs)
+    groups = _chunks(len(checkpoints))   # checkpoints per call
+    starts = np.cumsum([0] + groups[:-1])
+
+    saver = _Progress(out, config, states) if out is not None and jax.process_count() == 1 else None
+    first_chunk, states = saver.restore(states) if saver else (0, states)
     # Evaluated only at logged rounds: memory is O(K state + logged rounds), not O(T K).
     run = jax.vmap(make_checkpointed_run(task, fed), in_axes=(0, None, None, 0, None, None, None))
-    checkpoints, lrs_device = config.logged_rounds(), jnp.asarray(lrs)
-    groups = _chunks(len(checkpoints))   # checkpoints per call, for the progress bar
+    done = int(checkpoints[sum(groups[:first_chunk]) - 1]) if first_chunk else 0
     compiled, compile_s = {}, 0.0
-    for n in sorted(set(groups)):
+    for n in sorted(set(groups[first_chunk:])):
         start = time.perf_counter()
         compiled[n] = jax.jit(run, donate_argnums=0).lower(
             states, data, weights, run_keys, lrs_device, jnp.asarray(checkpoints[:n]),
             jnp.int32(0)).compile()
         compile_s += time.perf_counter() - start
+        stop_if_requested(f"stopped while compiling, with {done} of {config.rounds} rounds "
+                          "saved" + (f" in {out}; run the same command to resume" if out else ""))
+    run_s = saver.run_seconds if saver else 0.0
+    final_J = saver.final_J if saver else None
+    num_clients = instance.num_clients
+    all_rows = read_csv_rows(out / "metrics.csv") if first_chunk else []
+    with _progress_bar(config.rounds, done, progress) as bar:
+        for i in range(first_chunk, len(groups)):
+            stops = checkpoints[starts[i]:starts[i] + groups[i]]
+            start = time.perf_counter()
+            states, metrics = compiled[groups[i]](states, data, weights, run_keys, lrs_device,
+                                                  jnp.asarray(stops), jnp.int32(done))
+            raise_if_nonfinite(to_host(states.nonfinite_round))  # at the end of the chunk
+            metrics = to_host(metrics)
+            run_s += time.perf_counter() - start
+            final_J = metrics["J"][:, -1]
+            bar.update(int(stops[-1]) - done)
+            done = int(stops[-1])
+            rows, client_rows = _chunk_rows(metrics, stops, seeds, lrs, optimum, num_clients)
+            all_rows += rows
+            if saver:
+                saver.save(i + 1, states, rows, client_rows, run_s, final_J,
+                           last=i + 1 == len(groups))
+                stop_if_requested(f"stopped after round {done} of {config.rounds}; saved in "
+                                  f"{out}; run the same command to resume")
 
-    chunks, done = [], 0
-    bar = _progress_bar(config.rounds, progress)
-    start = time.perf_counter()
-    for i, n in enumerate(np.cumsum([0] + groups[:-1])):
-        stops = checkpoints[n:n + groups[i]]
-        states, metrics = compiled[groups[i]](states, data, weights, run_keys, lrs_device,
-                                              jnp.asarray(stops), jnp.int32(done))
-        raise_if_nonfinite(to_host(states.nonfinite_round))  # at the end of the chunk
-        chunks.append(to_host(metrics))
-        bar.update(int(stops[-1]) - done)
-        done = int(stops[-1])
-    bar.close()
-    run_s = time.perf_counter() - start
-    metrics = {name: np.concatenate([c[name] for c in chunks], axis=1) for name in chunks[0]}
-    for name in ("J_client", "J_personal_client"):   # drop padded clients
-        metrics[name] = metrics[name][..., :instance.num_clients]
-
-    logged = list(enumerate(int(c) - 1 for c in checkpoints))   # (metrics index, round index)
-    rows = [{"seed": int(seed), "round": t + 1, "J": metrics["J"][i, j], "J_star": optimum.J_star,
-             "gap": optimum.J_star - float(metrics["J"][i, j]), "J0": metrics["J0"][i, j],
-             "J_personal": metrics["J_personal"][i, j], "step_size": lrs[t, 0]}
-            for i, seed in enumerate(seeds) for j, t in logged]
-    client_rows = [{"seed": int(seed), "round": t + 1, "client": k,
-                    "J_client": metrics["J_client"][i, j, k],
-                    "J_personal_client": metrics["J_personal_client"][i, j, k]}
-                   for i, seed in enumerate(seeds) for j, t in logged
-                   for k in range(instance.num_clients)]
-    client_steps = config.rounds * config.local_steps * fed.num_participants(instance.num_clients)
+    client_steps = config.rounds * config.local_steps * fed.num_participants(num_clients)
     summary = {
         "J_star": optimum.J_star, "J_star_tolerance": optimum.tolerance,
         "J_star_upper_bound": optimum.upper_bound, "J_star_method": optimum.method,
-        "final_gap": {int(s): optimum.J_star - float(metrics["J"][i, -1]) for i, s in enumerate(seeds)},
+        "final_gap": {int(s): optimum.J_star - float(final_J[i]) for i, s in enumerate(seeds)},
         "mei_step_size": mei, "horizon": learner.horizon_for(instance.gamma),
         "compile_seconds": compile_s, "run_seconds": run_s,
-        "client_steps_per_second": client_steps * len(seeds) / run_s,
+        "client_steps_per_second": client_steps * len(seeds) / max(run_s, 1e-12),
     }
     if out is not None:
-        write_json(out / "config.json", config_dict)
-        write_csv(out / "metrics.csv", list(rows[0]), rows)
-        write_csv(out / "clients.csv", list(client_rows[0]), client_rows)
-        write_npz(out / "instance.npz", instance_arrays(config, instance, lrs, reg))
         write_json(out / "summary.json", summary)
-    return {"rows": rows, "summary": summary, "instance": instance, "step_sizes": lrs}
+    return {"rows": all_rows, "summary": summary, "instance": instance, "step_sizes": lrs}
+
+
+def _chunk_rows(metrics, stops, seeds, lrs, optimum, num_clients):
+    """Rows of metrics.csv and clients.csv for one chunk, ordered by round, then seed."""
+    rows, client_rows = [], []
+    for j, stop in enumerate(stops):
+        t = int(stop) - 1
+        for i, seed in enumerate(seeds):
+            J = float(metrics["J"][i, j])
+            rows.append({"seed": int(seed), "round": t + 1, "J": metrics["J"][i, j],
+                         "J_star": optimum.J_star, "gap": optimum.J_star - J,
+                         "J0": metrics["J0"][i, j], "J_personal": metrics["J_personal"][i, j],
+                         "step_size": lrs[t, 0]})
+            client_rows += [{"seed": int(seed), "round": t + 1, "client": k,
+                             "J_client": metrics["J_client"][i, j, k],
+                             "J_personal_client": metrics["J_personal_client"][i, j, k]}
+                            for k in range(num_clients)]   # padded clients dropped
+    return rows, client_rows
+
+
+METRICS_COLUMNS = ["seed", "round", "J", "J_star", "gap", "J0", "J_personal", "step_size"]
+CLIENT_COLUMNS = ["seed", "round", "client", "J_client", "J_personal_client"]
+
+
+class _Progress:
+    """metrics.csv and clients.csv appended chunk by chunk, and `state.npz`: the state after
+    the last saved chunk with the CSV lengths it vouches for. A resumed run continues from
+    that state and cuts the CSVs back to those lengths, so it ends with the same bytes."""
+
+    def __init__(self, out: Path, config: TabularRunConfig, like):
+        self.out, self.path = out, out / "state.npz"
+        self.code = code_fingerprint(SIMULATOR)
+        self.big = sum(x.nbytes for x in jax.tree.leaves(like)) > SAVE_STATE_BYTES
+        self.lengths, self.run_seconds, self.final_J = [0, 0], 0.0, None
+        self.pending, self.last_save = [[], []], time.perf_counter()
+
+    def restore(self, like):
+        if not self.path.exists():
+            return 0, like
+        state, meta = load_state(self.path, like)
+        why = meta if state is None else (
+            "was computed by other code" if meta.get("code") != self.code else None)
+        if why:
+            print(f"fedsim: note: {self.path} {why}; starting the run again from round 1",
+                  file=sys.stderr)
+            return 0, like
+        self.lengths, self.run_seconds = meta["lengths"], meta["run_seconds"]
+        self.final_J = np.asarray(meta["final_J"])
+        return meta["chunks_done"], state
+
+    def save(self, chunks_done, state, rows, client_rows, run_seconds, final_J, last):
+        self.pending[0] += rows
+        self.pending[1] += client_rows
+        due = not self.big or time.perf_counter() - self.last_save >= SAVE_EVERY_S
+        if not (last or due or requested()):
+            return
+        self.lengths = [append_csv(self.out / "metrics.csv", METRICS_COLUMNS, self.pending[0],
+                                   self.lengths[0]),
+                        append_csv(self.out / "clients.csv", CLIENT_COLUMNS, self.pending[1],
+                                   self.lengths[1])]
+        self.pending = [[], []]
+        save_state(self.path, to_host(state), {
+            "chunks_done": chunks_done, "lengths": self.lengths, "run_seconds": run_seconds,
+            "final_J": np.asarray(final_J).tolist(), "code": self.code})
+        self.last_save = time.perf_counter()
 
 
 def instance_arrays(config: TabularRunConfig, instance: TabularInstance, lrs, reg) -> dict:
@@ -226,7 +338,8 @@ def instance_arrays(config: TabularRunConfig, instance: TabularInstance, lrs, re
     }
 
 
-def _progress_bar(total: int, enabled: bool):
+def _progress_bar(total: int, done: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="round", desc="rounds", disable=not enabled, leave=False)
+    return tqdm(total=total, initial=done, unit="round", desc="rounds", disable=not enabled,
+                leave=False)

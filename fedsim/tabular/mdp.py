@@ -21,12 +21,9 @@ from typing import NamedTuple, Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from fedsim.choices import INITS, REWARD_FORMS, STARTS, WEIGHTINGS  # noqa: F401
 from fedsim.errors import ConfigError, check_choice, check_int, check_real, require
 
-REWARD_FORMS = ("additive", "convex")
-WEIGHTINGS = ("uniform", "samples")
-STARTS = ("uniform", "random")
-INITS = ("zero", "random")
 
 # Stream tags: one independent numpy stream per (seed, tag[, client]).
 _P_SHARED, _P_CLIENT, _R0_SHARED, _R0_CLIENT, _H_CLIENT, _COUNTS, _THETA0, _RHO = range(8)
@@ -78,13 +75,15 @@ class InstanceSpec:
         check_choice("init", self.init, INITS)
         check_real("init_scale", self.init_scale, 0.0)
         check_int("seed", self.seed, 0)
-        lam = self.lam_values()
         lam_max = 1.0 if self.reward_form == "convex" else None
         allowed = "must be in [0, 1] with the convex reward form" if lam_max else "must be >= 0"
-        for k, value in enumerate(lam):
-            name = "lam" if np.ndim(self.lam) == 0 and self.lam_grid is None else f"lam[{k}]"
-            require(np.isfinite(value) and value >= 0 and (lam_max is None or value <= lam_max),
-                    name, float(value), allowed)
+        ok = lambda v: bool(np.isfinite(v) and v >= 0 and (lam_max is None or v <= lam_max))
+        if self.lam_grid is not None:   # the grid's ends bound its values
+            require(len(self.lam_grid) == 2 and all(map(ok, self.lam_grid)), "lam_grid",
+                    list(self.lam_grid), "must be two numbers (lo, hi) that each " + allowed[5:])
+        for k, value in enumerate(self.lam_values()):
+            require(ok(value), "lam" if np.ndim(self.lam) == 0 else f"lam[{k}]", float(value),
+                    allowed)
         if isinstance(self.weights, str):
             check_choice("weights", self.weights, WEIGHTINGS)
         else:

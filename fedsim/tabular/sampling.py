@@ -24,9 +24,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from fedsim.choices import ESTIMATORS  # noqa: F401 (re-exported)
 from fedsim.tabular.oracles import Regularizer
 
-ESTIMATORS = ("gpomdp", "reinforce")
 
 
 def default_horizon(gamma: float, truncation: float = 1e-7) -> int:

@@ -11,14 +11,13 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from fedsim.choices import GRADIENTS, REGULARIZERS  # noqa: F401 (re-exported)
 from fedsim.engine import Task
 from fedsim.errors import check_choice, check_int, check_real, require
 from fedsim.tabular import oracles
 from fedsim.tabular.mdp import TabularInstance, shaped_reward
 from fedsim.tabular.sampling import ESTIMATORS, default_horizon, sampled_gradient
 
-GRADIENTS = ("exact", "sampled")
-REGULARIZERS = ("none", "entropy", "kl")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,4 @@
+import sys
+from fedsim.cli import main
+
+sys.exit(main())

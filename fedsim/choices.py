@@ -1,0 +1,23 @@
+"""The named choices of every option, in one module that imports nothing heavy.
+
+The command line reads them here, so `fedsim ... --help` starts without importing JAX; the
+modules that implement each choice import them from here too (one source of truth).
+"""
+
+ALGORITHMS = ("fedavg", "centralized", "local")
+SCHEDULES = ("constant", "inverse_time", "cosine")
+LR_SCHEDULES = ("constant", "cosine")   # set by lr alone (inverse_time needs beta and gamma0)
+SERVER_OPTIMIZERS = ("none", "sgd", "momentum", "adam")
+
+# tabular instances and learners
+REWARD_FORMS = ("additive", "convex")
+WEIGHTINGS = ("uniform", "samples")
+STARTS = ("uniform", "random")
+INITS = ("zero", "random")
+GRADIENTS = ("exact", "sampled")
+ESTIMATORS = ("gpomdp", "reinforce")
+REGULARIZERS = ("none", "entropy", "kl")
+
+# MovieLens
+MOVIELENS_RELEASES = ("ml-latest-small", "ml-100k", "ml-1m")
+UPDATES = ("fitted_q", "soft_q", "policy_gradient")
