@@ -1,4 +1,9 @@
-import sys
-from fedsim.cli import main
+"""`python -m fedsim`: the command line, with Ctrl-C deferred from the first moment."""
 
-sys.exit(main())
+from fedsim import interrupt
+
+interrupt.install()   # before the (heavier) imports below
+
+from fedsim.cli import console  # noqa: E402
+
+console()

@@ -583,8 +583,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    interrupt.install()   # first: Ctrl-C from now on stops at a safe point
-    argv = sys.argv[1:] if argv is None else list(argv)
+    previous = interrupt.install()   # first: Ctrl-C from now on stops at a safe point
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    finally:
+        interrupt.restore(previous)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "run" and args.task is not None:
@@ -607,5 +613,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"fedsim: error: {error.strerror or error}: {error.filename or ''}\n")
 
 
+def console() -> None:
+    """The `fedsim` executable: main(), then exit without Python's finalization, during which
+    signal handlers revert to the defaults (a Ctrl-C landing there would kill the finished
+    process with status -2). Runs spanning several processes exit normally, so that
+    jax.distributed shuts down cleanly."""
+    import os
+
+    interrupt.install()
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    jax = sys.modules.get("jax")
+    if jax is not None and jax.process_count() > 1:
+        sys.exit(code)
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -28,12 +28,18 @@ def _handler(signum, frame):
     _requested = signum
 
 
-def install() -> None:
-    """Defer SIGINT and SIGTERM to the next safe point (main thread only)."""
+def install() -> dict:
+    """Defer SIGINT and SIGTERM to the next safe point (main thread only); a request that
+    arrived under an earlier install() stays pending. Returns the handlers it replaced."""
+    return {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore(previous: dict) -> None:
+    """Put back the handlers install() replaced and forget any request."""
     global _requested
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
     _requested = None
-    signal.signal(signal.SIGINT, _handler)
-    signal.signal(signal.SIGTERM, _handler)
 
 
 def requested() -> bool:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedsim.errors import ConfigError
+
 
 def _theme():
     import matplotlib
@@ -274,14 +276,29 @@ DRAWERS = {"rate": rate_figures, "clients": clients_figures, "tradeoff": tradeof
            "movielens": movielens_figures}
 
 
+class ResultsError(FileNotFoundError):
+    """Results on disk that are missing, malformed or of another kind (one line to the user)."""
+
+
+def _summary(path: Path) -> dict:
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ResultsError(f"--results: {path} is not valid JSON ({error})") from error
+    if not isinstance(summary, dict):
+        raise ResultsError(f"--results: {path} is not valid JSON for fedsim (not an object)")
+    return summary
+
+
 def make_figures(results: Path, out: Path) -> list[Path]:
     results, out = Path(results), Path(out)
     if not results.exists():
-        raise FileNotFoundError(f"no results at {results}: run `fedsim validate` or `fedsim sweep` first")
-    out.mkdir(parents=True, exist_ok=True)
+        raise ResultsError(f"no results at {results}: run `fedsim validate` or `fedsim sweep` first")
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out", str(out), "must be a folder for the figures (it is a file)")
     found = {}
     if (results / "summary.json").exists():
-        summary = json.loads((results / "summary.json").read_text())
+        summary = _summary(results / "summary.json")
         name = summary.get("sweep") or summary.get("experiment")
         if name in DRAWERS:
             found[name] = results
@@ -289,5 +306,14 @@ def make_figures(results: Path, out: Path) -> list[Path]:
         if (results / name / "summary.json").exists():
             found[name] = results / name
     if not found:
-        raise FileNotFoundError(f"no sweep results (summary.json) under {results}")
-    return [p for name, folder in found.items() for p in DRAWERS[name](folder, out)]
+        raise ResultsError(f"no sweep results (summary.json) under {results}")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, folder in found.items():
+        try:
+            written += DRAWERS[name](folder, out)
+        except (KeyError, ValueError, IndexError, TypeError, csv.Error) as error:
+            raise ResultsError(f"--results: the {name} results in {folder} cannot be drawn: "
+                               f"metrics.csv or summary.json is malformed or from another "
+                               f"version ({type(error).__name__}: {error})") from error
+    return written

@@ -87,7 +87,9 @@ class TabularRunConfig:
                     f"multiple of --devices {self.devices}: padded clients would be sampled")
         require(self.lr == "mei" or isinstance(self.lr, (int, float)), "lr", self.lr,
                 'must be a positive number or "mei"')
-        self.step_sizes(1.0)  # validates the schedule's numbers
+        step_sizes(self.schedule, 1, self.local_steps, lr=1.0 if self.lr == "mei" else self.lr,
+                   beta=self.beta, gamma0=self.gamma0)   # the schedule's numbers, for one round
+        check_fits(estimate_memory(self))   # before anything is allocated
         return self
 
     def federation(self) -> Federation:
@@ -148,12 +150,14 @@ def estimate_memory(config: TabularRunConfig) -> list[tuple[str, float, str]]:
         ("the local steps' working memory (seeds x client block x S x S x A)",
          4.0 * FLOAT * seeds * block * S * S * A, "--num-seeds, --clients (or --client-block)"),
         ("sampled trajectories (seeds x client block x B x horizon)",
-         8.0 * FLOAT * seeds * block * learner.batch * horizon, "--batch, --horizon"),
+         8.0 * FLOAT * seeds * block * learner.batch * horizon,
+         "--batch, --horizon, --num-seeds, --clients (or --client-block)"),
         ("the step sizes (T x E)", 12.0 * T * E, "--rounds, --local-steps"),
         ("the logged per-client metrics (seeds x logged rounds x K)",
-         3.0 * FLOAT * seeds * logged * K, "--rounds, --log-every (or --log-points), --clients"),
+         3.0 * FLOAT * seeds * logged * K,
+         "--rounds, --log-every (or --log-points), --clients, --num-seeds"),
         ("the rows of one chunk of clients.csv", 400.0 * seeds * K * max(1, logged // 50),
-         "--clients, --num-seeds, --log-every (or --log-points)"),
+         "--clients, --num-seeds, --rounds, --log-every (or --log-points)"),
     ]
 
 
@@ -165,7 +169,6 @@ def run_tabular(config: TabularRunConfig, out: Path | None = None, progress: boo
     """Run `config` (seeds vmapped); with `out`, the results folder is written as the run goes
     and a run killed or interrupted there resumes from its last saved chunk; return them."""
     config.validate()
-    check_fits(estimate_memory(config))   # before anything is allocated
     if jax.process_index() != 0:   # with several processes (jax.distributed), one writes
         out = None
     if out is None:

@@ -81,9 +81,11 @@ class InstanceSpec:
         if self.lam_grid is not None:   # the grid's ends bound its values
             require(len(self.lam_grid) == 2 and all(map(ok, self.lam_grid)), "lam_grid",
                     list(self.lam_grid), "must be two numbers (lo, hi) that each " + allowed[5:])
-        for k, value in enumerate(self.lam_values()):
-            require(ok(value), "lam" if np.ndim(self.lam) == 0 else f"lam[{k}]", float(value),
-                    allowed)
+        elif np.ndim(self.lam) == 0:
+            require(ok(self.lam), "lam", self.lam, allowed)
+        else:
+            for k, value in enumerate(self.lam_values()):
+                require(ok(value), f"lam[{k}]", float(value), allowed)
         if isinstance(self.weights, str):
             check_choice("weights", self.weights, WEIGHTINGS)
         else:

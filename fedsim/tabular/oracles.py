@@ -81,28 +81,85 @@ def global_gradient(theta, P, r, p, rho, gamma, reg: Regularizer = Regularizer()
 
 def optimal_values(P, r, gamma, tau: float = 0.0, log_ref=None, tol: float = 1e-12,
                    max_iter: int = 100_000) -> np.ndarray:
-    """V* of one MDP by (soft) value iteration in float64.
+    """V* of one MDP in float64, to within tol: (soft) value iteration where it can get there,
+    else (soft) policy iteration.
 
     tau = 0: V(s) = max_a Q(s, a); tau > 0: V(s) = tau log sum_a pi_ref(a|s) exp(Q(s, a)/tau),
-    the optimum of the KL/entropy-regularised return. Stops when the sup-norm change is
-    below tol * (1 - gamma), so |V - V*| <= tol (contraction bound).
+    the optimum of the KL/entropy-regularised return. Value iteration stops when the sup-norm
+    change is below tol * (1 - gamma), so |V - V*| <= tol (contraction bound). For gamma
+    close to 1 that needs more than max_iter sweeps, or a change below float64's resolution
+    of V ~ span / (1 - gamma); then policy iteration is used, which is exact in finitely
+    many steps for tau = 0 (Howard 1960) and, for tau > 0, stops when the Bellman residual
+    bounds the error by tol, or stops shrinking (float64's resolution).
     """
     P, r = np.asarray(P, np.float64), np.asarray(r, np.float64)
     log_ref = np.zeros_like(r) if log_ref is None else np.asarray(log_ref, np.float64)
+    if needs_policy_iteration(r, gamma, tau, tol, max_iter):
+        return _policy_iteration(P, r, gamma, tau, log_ref, tol)
     V = np.zeros(P.shape[0])
     for _ in range(max_iter):
-        Q = r + gamma * P @ V
-        if tau > 0:
-            z = Q / tau + log_ref
-            zmax = z.max(axis=1, keepdims=True)
-            V_new = tau * (zmax[:, 0] + np.log(np.exp(z - zmax).sum(axis=1)))
-        else:
-            V_new = Q.max(axis=1)
+        V_new = _backup(P, r, gamma, tau, log_ref, V)
         done = np.max(np.abs(V_new - V)) < tol * (1 - gamma)
         V = V_new
         if done:
             return V
     raise RuntimeError(f"value iteration did not reach tol={tol} in {max_iter} iterations")
+
+
+def needs_policy_iteration(r, gamma, tau: float = 0.0, tol: float = 1e-12,
+                           max_iter: int = 100_000) -> bool:
+    """Whether value iteration cannot certify tol: too many sweeps, or a stopping change
+    below float64's resolution of V."""
+    r = np.asarray(r, np.float64)
+    span = max(float(np.ptp(r)), float(np.abs(r).max()), 1e-300) + tau * np.log(r.shape[-1])
+    resolution = 16 * np.finfo(np.float64).eps * span / (1 - gamma)
+    sweeps = np.log(tol * (1 - gamma) ** 2 / span) / np.log(gamma) if gamma > 0 else 1
+    return bool(sweeps > max_iter or tol * (1 - gamma) <= resolution)
+
+
+def bellman_residual(P, r, gamma, tau, log_ref, V) -> float:
+    """max_s |(T V)(s) - V(s)|: |V - V*| <= this / (1 - gamma)."""
+    log_ref = np.zeros_like(r) if log_ref is None else log_ref
+    return float(np.max(np.abs(_backup(np.asarray(P, np.float64), np.asarray(r, np.float64),
+                                        gamma, tau, log_ref, V) - V)))
+
+
+def _backup(P, r, gamma, tau, log_ref, V, policy: bool = False):
+    """The (soft) Bellman optimality backup of V; with policy, also its greedy (soft) policy."""
+    Q = r + gamma * P @ V
+    if tau == 0:
+        return (Q.max(axis=1), Q.argmax(axis=1)) if policy else Q.max(axis=1)
+    z = Q / tau + log_ref
+    zmax = z.max(axis=1, keepdims=True)
+    V_new = tau * (zmax[:, 0] + np.log(np.exp(z - zmax).sum(axis=1)))
+    if not policy:
+        return V_new
+    pi = np.exp(z - zmax)
+    return V_new, pi / pi.sum(axis=1, keepdims=True)
+
+
+def _policy_iteration(P, r, gamma, tau, log_ref, tol, max_iter: int = 10_000):
+    S, A = r.shape
+    pi, last_residual = np.full((S, A), 1.0 / A), np.inf
+    for _ in range(max_iter):
+        if tau == 0 and pi.ndim == 1:
+            P_pi, r_pi = P[np.arange(S), pi], r[np.arange(S), pi]
+        else:
+            P_pi = np.einsum("sa,sat->st", pi, P)
+            bonus = -tau * (pi * (np.log(np.maximum(pi, 1e-300)) - log_ref)).sum(axis=1)
+            r_pi = (pi * r).sum(axis=1) + bonus
+        V = np.linalg.solve(np.eye(S) - gamma * P_pi, r_pi)
+        V_next, pi_next = _backup(P, r, gamma, tau, log_ref, V, policy=True)
+        if tau == 0:
+            if pi.ndim == 1 and np.array_equal(pi_next, pi):
+                return V   # greedy in its own value: optimal
+        else:
+            residual = np.max(np.abs(V_next - V))   # |V - V*| <= residual / (1 - gamma)
+            if residual <= tol * (1 - gamma) or residual >= last_residual:
+                return V_next
+            last_residual = residual
+        pi = pi_next
+    raise RuntimeError(f"policy iteration did not converge in {max_iter} iterations")
 
 
 class OptimalValue(NamedTuple):
@@ -132,7 +189,11 @@ def optimal_value(instance: TabularInstance, reg: Regularizer = Regularizer(),
     if instance.shared_dynamics:
         r_bar = np.tensordot(instance.p.astype(np.float64), r, axes=1)
         V = optimal_values(instance.P[0], r_bar, instance.gamma, tau, log_ref)
-        return OptimalValue(float(instance.rho @ V), 1e-10, upper, "value iteration (shared dynamics)")
+        residual = bellman_residual(instance.P[0], r_bar, instance.gamma, tau, log_ref, V)
+        method = ("policy iteration" if needs_policy_iteration(r_bar, instance.gamma, tau)
+                  else "value iteration")
+        return OptimalValue(float(instance.rho @ V), max(1e-10, residual / (1 - instance.gamma)),
+                            upper, f"{method} (shared dynamics)")
     J_half, J_end = _long_exact_run(instance, reg, certify_steps)
     return OptimalValue(J_end, max(J_end - J_half, 0.0), upper,
                         f"exact-gradient Adam run of {certify_steps} steps (per-client dynamics)")
