@@ -110,7 +110,9 @@ class RunFolder:
         if existing.exists():
             previous = read_config(existing)
             if previous != self.config:
-                differing = ", ".join(sorted(_differences(previous, self.config)))
+                differing = sorted(_differences(previous, self.config))
+                differing = ", ".join(differing[:6]) + (
+                    f" and {len(differing) - 6} more" if len(differing) > 6 else "")
                 self._refuse("must be empty or hold a run with the same config; it holds a "
                              f"different run (differs in: {differing})")
             self.run_id = json.loads(existing.read_text()).get("run_id") or new_run_id()

@@ -47,27 +47,45 @@ def _curves(rows, key_fields, x="round", y="gap"):
     return out
 
 
-def _band(ax, xs, mean, half, color, label):
-    ax.plot(xs, mean, color=color, label=label, lw=1.6)
+FLOAT_RESOLUTION = 1e-5   # gaps below this are float32 noise on returns of order 1
+
+
+def _band(ax, xs, mean, half, color, label, floor: float | None = None, **line):
+    """Mean and its 95% band; with `floor`, the curve stops where the mean first falls below
+    it (float32 resolution: lower values are rounding noise, not convergence)."""
+    if floor is not None:
+        below = np.flatnonzero(mean < floor)
+        keep = slice(None, below[0] if len(below) else None)
+        xs, mean, half = xs[keep], mean[keep], half[keep]
+    ax.plot(xs, mean, color=color, label=label, lw=1.6, **line)
     lower = np.maximum(mean - half, mean * 0.05)
     ax.fill_between(xs, lower, mean + half, color=color, alpha=0.2, lw=0)
 
 
+def _legend(ax, ncol: int = 1):
+    """Below the axes, so that it never covers a curve or a marker."""
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol,
+              frameon=False)
+
+
 def _save(fig, out: Path, name: str) -> list[Path]:
-    fig.tight_layout()
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
     return paths
 
 
+def _config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
 def _fit_line(ax, fit, mean_at, color):
     t = np.array([fit["t_min"], fit["t_max"]])
     ax.plot(t, mean_at * (t / fit["t_max"]) ** fit["slope"], "--", color=color, lw=1.2,
-            label=f"fit: slope {fit['slope']:.2f} [{fit['lo']:.2f}, {fit['hi']:.2f}]")
+            label=f"fit: slope {fit['slope']:.2f}, 95% CI [{fit['lo']:.2f}, {fit['hi']:.2f}]")
 
 
 def rate_figures(folder: Path, out: Path) -> list[Path]:
@@ -75,42 +93,47 @@ def rate_figures(folder: Path, out: Path) -> list[Path]:
 
     colors = _theme()
     rows, summary = _read(folder)
+    config = _config(folder)
     regimes = summary["regimes"]
     curves = _curves(rows, ("regime", "setting"))
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
-    panels = [("exact_constant", "R1(a) exact PG, constant step 1/L (8 instances)"),
-              ("sgd_decay", "R1(b) sampled PG, eta_t = beta/(t+gamma0) (seeds)"),
-              ("sgd_constant", "control: sampled PG, constant steps (floors)"),
+    instances, seeds = config["exact_constant"]["instances"], config["stochastic"]["seeds"]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 9))
+    panels = [("exact_constant", rf"R1(a) exact PG, constant step $1/L$ ({instances} instances)"),
+              ("sgd_decay", rf"R1(b) sampled PG, $\eta_t = \beta/(t+\gamma_0)$ ({seeds} seeds)"),
+              ("sgd_constant", f"control: sampled PG, constant steps ({seeds} seeds)"),
               ("exact_reg", "control: exact PG + entropy / KL (linear rate)")]
     for ax, (regime, title) in zip(axes.flat, panels):
         keys = [k for k in curves if k[0] == regime or (regime == "exact_reg" and k[0].startswith("exact_")
                                                          and k[0] != "exact_constant")]
         for i, key in enumerate(sorted(keys)):
             xs, mean, half = curves[key]
-            _band(ax, xs, mean, half, colors[i], key[1] if regime != "exact_reg" else key[0])
+            label = key[1] if regime != "exact_reg" else key[0]
+            _band(ax, xs, mean, half, colors[i], label.replace("eta", r"$\eta$"), FLOAT_RESOLUTION)
         if regime in ("exact_constant", "sgd_decay"):
             xs, mean, _ = curves[keys[0]]
             _fit_line(ax, regimes[regime]["fit"], mean[-1], "black")
             ref = xs >= xs[-1] / 100
-            ax.plot(xs[ref], mean[-1] * xs[-1] / xs[ref], ":", color="grey", label="1/T reference")
+            ax.plot(xs[ref], mean[-1] * xs[-1] / xs[ref], ":", color="grey", label=r"$1/T$ reference")
         if regime == "sgd_decay":
             xs, _, _ = curves[keys[0]]
             ax.plot(xs, regimes["sgd_decay"]["bound"], color=colors[3], lw=1.4,
-                    label=f"bound nu/(t+gamma0), nu = {regimes['sgd_decay']['nu']:.3g}")
-        if regime == "exact_reg":
-            ax.axhline(1e-5, color="grey", ls=":", lw=1, label="float32 resolution of J")
-        ax.set(xscale="log", yscale="log", xlabel="round T", ylabel="gap J* - J(theta_T)", title=title)
-        ax.legend(fontsize=7, loc="lower left")
+                    label=rf"bound $\nu/(t+\gamma_0)$, $\nu$ = {regimes['sgd_decay']['nu']:.3g}")
+        ax.axhline(FLOAT_RESOLUTION, color="grey", ls=":", lw=1,
+                   label="float32 resolution (curves stop here)")
+        ax.set(xscale="log", yscale="log", xlabel=r"round $T$",
+               ylabel=r"gap $J^* - J(\theta_T)$", title=title)
+        _legend(ax)
+    fig.subplots_adjust(hspace=0.75, wspace=0.3)
     paths = _save(fig, out, "rate_convergence")
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for i, regime in enumerate(("exact_constant", "sgd_decay")):
         key = next(k for k in curves if k[0] == regime)
         xs, mean, half = curves[key]
-        _band(ax, xs, xs * mean, xs * half, colors[i], regime)
-    ax.set(xscale="log", yscale="log", xlabel="round T", ylabel="T x gap",
-           title="T x gap: a plateau means O(1/T)")
-    ax.legend(fontsize=8)
+        _band(ax, xs, xs * mean, xs * half, colors[i], regime.replace("_", " "))
+    ax.set(xscale="log", yscale="log", xlabel=r"round $T$", ylabel=r"$T \times$ gap",
+           title=r"$T \times$ gap: a plateau means $O(1/T)$")
+    _legend(ax, ncol=2)
     return paths + _save(fig, out, "rate_t_gap")
 
 
@@ -119,17 +142,20 @@ def clients_figures(folder: Path, out: Path) -> list[Path]:
 
     colors = _theme()
     rows, summary = _read(folder)
+    config = _config(folder)
+    eps, seeds = config["eps"], config["seeds"]
     scaling = summary["scaling"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 5))
     ax = axes[0]
     for i, regime in enumerate(("stochastic", "exact")):
         K, T = np.array(scaling[regime]["K"]), np.array(scaling[regime]["rounds_to_eps"])
-        ax.plot(K, T, "o-", color=colors[i], label=f"{regime} gradients")
+        ax.plot(K, T, "o-", color=colors[i], label=f"{regime} gradients"
+                + (f" ({seeds} seeds)" if regime == "stochastic" else " (deterministic)"))
         if regime == "stochastic":
-            ax.plot(K, T[0] * K[0] / K, ":", color="grey", label="ideal 1/K (linear speedup)")
-    ax.set(xscale="log", yscale="log", xlabel="clients K", ylabel="rounds to reach eps",
-           title="R2: rounds to eps against K")
-    ax.legend(fontsize=8)
+            ax.plot(K, T[0] * K[0] / K, ":", color="grey", label=r"ideal $1/K$ (linear speedup)")
+    ax.set(xscale="log", yscale="log", xlabel=r"clients $K$", ylabel=r"rounds to reach $\epsilon$",
+           title=rf"R2: rounds to reach $\epsilon$ = {eps:g} against $K$")
+    _legend(ax)
 
     ax = axes[1]
     stochastic = [r for r in rows if r["regime"] == "stochastic"]
@@ -137,77 +163,109 @@ def clients_figures(folder: Path, out: Path) -> list[Path]:
     for i, key in enumerate(sorted(curves, key=lambda k: float(k[0]))):
         xs, mean, half = curves[key]
         keep = xs > 0
-        _band(ax, xs[keep], mean[keep], half[keep], colors[i % len(colors)], f"K = {key[0]}")
-    ax.set(xscale="log", yscale="log", xlabel="total samples K x B x E x T (trajectories)",
-           ylabel="gap", title="gap against total samples: curves collapse")
-    ax.legend(fontsize=7, ncol=2)
+        _band(ax, xs[keep], mean[keep], half[keep], colors[i % len(colors)], f"$K$ = {key[0]}",
+              FLOAT_RESOLUTION)
+    ax.axhline(eps, color="grey", ls="--", lw=1, label=rf"$\epsilon$ = {eps:g}")
+    ax.set(xscale="log", yscale="log", xlabel=r"total samples $K B E T$ (trajectories)",
+           ylabel="gap", title=f"gap against total samples ({seeds} seeds): curves collapse")
+    _legend(ax, ncol=3)
 
     ax = axes[2]
     drift = scaling["drift"]
     K, floor = np.array(drift["K"]), np.array(drift["floor"])
     fit = drift["floor_fit"]
-    grid = np.geomspace(K.min(), K.max() * 4, 50)
-    ax.plot(K, floor, "o", color=colors[0], label="measured floor (tail mean)")
-    ax.plot(grid, fit["a"] / grid + fit["d"], "-", color=colors[1],
-            label=f"fit a/K + d, d = {fit['d']:.2g} [{fit['d_lo']:.2g}, {fit['d_hi']:.2g}]")
-    ax.plot(grid, floor[0] * K[0] / grid, ":", color="grey", label="1/K (no drift)")
-    ax.axvline(fit["K_stop"], color=colors[2], ls="--", lw=1, label=f"K_stop = a/d = {fit['K_stop']:.3g}")
-    ax.set(xscale="log", yscale="log", xlabel="clients K", ylabel="error floor (gap)",
-           title="client drift (E = 5, constant step): speedup stops")
-    ax.legend(fontsize=7)
+    inside = np.geomspace(K.min(), K.max(), 50)
+    beyond = np.geomspace(K.max(), max(K.max() * 4, min(fit["K_stop"] * 2, K.max() * 64)), 50)
+    ax.plot(K, floor, "o", color=colors[0], label=f"measured floor (tail mean, {seeds} seeds)",
+            zorder=3)
+    ax.plot(inside, fit["a"] / inside + fit["d"], "-", color=colors[1],
+            label=rf"fit $a/K + d$, $d$ = {fit['d']:.2g} [{fit['d_lo']:.2g}, {fit['d_hi']:.2g}]")
+    ax.plot(beyond, fit["a"] / beyond + fit["d"], "--", color=colors[1],
+            label=rf"the fit extrapolated beyond the largest $K$ measured ({K.max():.0f})")
+    ax.plot(inside, floor[0] * K[0] / inside, ":", color="grey", label=r"$1/K$ (no drift)")
+    extrapolated = fit["K_stop"] > K.max()
+    ax.axvline(fit["K_stop"], color=colors[2], ls="--", lw=1,
+               label=rf"$K_{{stop}} = a/d$ = {fit['K_stop']:.3g}"
+               + (" (extrapolated)" if extrapolated else ""))
+    ax.set(xscale="log", yscale="log", xlabel=r"clients $K$", ylabel="error floor (gap)",
+           title=f"client drift ($E$ = {config['drift_local_steps']}, constant step): "
+                 "the speedup stops")
+    _legend(ax)
+    fig.subplots_adjust(wspace=0.35)
     paths = _save(fig, out, "clients_scaling")
 
     fig, ax = plt.subplots(figsize=(5, 4))
     lam = scaling["lam_h"]
     T = np.array(lam["rounds_to_eps"], np.float64)
     x = np.array(lam["lam_h_max"])
-    ax.plot(x[np.isfinite(T)], T[np.isfinite(T)], "o-", color=colors[0], label="reached eps")
-    for xi in x[~np.isfinite(T)]:
-        ax.axvline(xi, color=colors[3], ls="--", label="did not reach eps in the run")
-    ax.set(yscale="log", xlabel="lambda x H_max", ylabel="rounds to reach eps",
-           title="samples needed grow with lambda H_max")
-    ax.legend(fontsize=8)
+    ax.plot(x[np.isfinite(T)], T[np.isfinite(T)], "o-", color=colors[0],
+            label=rf"reached $\epsilon$ = {config['lam_eps']:g} ({seeds} seeds)")
+    for j, xi in enumerate(x[~np.isfinite(T)]):
+        ax.axvline(xi, color=colors[3], ls="--",
+                   label=r"did not reach $\epsilon$ in the run" if j == 0 else None)
+    ax.set(yscale="log", xlabel=r"$\lambda H_{max}$", ylabel=r"rounds to reach $\epsilon$",
+           title=r"samples needed grow with $\lambda H_{max}$")
+    _legend(ax)
     return paths + _save(fig, out, "clients_lambda")
 
 
 def tradeoff_figures(folder: Path, out: Path) -> list[Path]:
+    """R3: the measured loss and gain on their own scales (their growth in lambda is visible),
+    the bounds as ratios bound / measured, and the per-client gains."""
     import matplotlib.pyplot as plt
 
     colors = _theme()
     rows, summary = _read(folder)
-    config = json.loads((folder / "config.json").read_text())
+    config = _config(folder)
     gamma, h_max = config["instance"]["gamma"], config["instance"]["h_max"]
+    instances = config["instances"]
     constant = [r for r in rows if r["regime"] == "constant"]
     per_client = [r for r in constant if int(r["client"]) >= 0]
     opt_rows = [r for r in per_client if int(r["client"]) == 0]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.6))
+    curve = lambda sel, y: _curves(sel, ("regime",), x="lam", y=y)[("constant",)]
 
     ax = axes[0]
-    loss = _curves(opt_rows, ("regime",), x="lam", y="intrinsic_loss")[("constant",)]
-    bound = _curves(opt_rows, ("regime",), x="lam", y="intrinsic_loss_bound")[("constant",)]
-    _band(ax, *loss, colors[0], "intrinsic loss J0* - J0(pi_bar*) (mean, 95% CI)")
-    ax.plot(bound[0], bound[1], "--", color=colors[1], label="bound 2||r_bar - R0||/(1-gamma) (mean)")
-    ax.plot(bound[0], 2 * bound[0] * h_max / (1 - gamma), ":", color="grey",
-            label="worst case 2 lam H_max/(1-gamma)")
-    ax.set(xlabel="lambda", ylabel="intrinsic return lost", title="R3: global performance vs lambda")
-    ax.legend(fontsize=7)
+    loss = curve(opt_rows, "intrinsic_loss")
+    _band(ax, *loss, colors[0], rf"$J^{{0*}} - J^0(\bar\pi^*)$ (mean, 95% CI, {instances} instances)")
+    ax.plot(loss[0], loss[1], "o", color=colors[0], ms=3)
+    ax.set(xlabel=r"$\lambda$", ylabel="intrinsic return lost",
+           title=r"R3: global performance lost vs $\lambda$")
+    _legend(ax)
 
     ax = axes[1]
-    gain = _curves(per_client, ("regime",), x="lam", y="personal_gain")[("constant",)]
-    gbound = _curves(per_client, ("regime",), x="lam", y="personal_gain_bound")[("constant",)]
-    _band(ax, *gain, colors[2], "personalisation gain (mean over clients)")
-    ax.plot(gbound[0], gbound[1], "--", color=colors[1], label="bound 2||r_k - r_bar||/(1-gamma) (mean)")
-    ax.set(xlabel="lambda", ylabel="J_k(pi_k*) - J_k(pi_bar*)", title="R3: personalisation gain vs lambda")
-    ax.legend(fontsize=7)
+    gain = curve(per_client, "personal_gain")
+    _band(ax, *gain, colors[2], rf"$J_k(\pi_k^*) - J_k(\bar\pi^*)$ (mean over clients and {instances} instances)")
+    ax.plot(gain[0], gain[1], "o", color=colors[2], ms=3)
+    ax.set(xlabel=r"$\lambda$", ylabel="personalisation gain",
+           title=r"R3: personalisation gain vs $\lambda$")
+    _legend(ax)
 
     ax = axes[2]
+    bound = curve(opt_rows, "intrinsic_loss_bound")
+    gbound = curve(per_client, "personal_gain_bound")
+    positive = loss[1] > 0
+    ax.plot(loss[0][positive], bound[1][positive] / loss[1][positive], "o-", color=colors[0],
+            label=r"loss bound $2\|\bar r - R_0\|_\infty/(1-\gamma)$ / measured loss")
+    ax.plot(loss[0][positive], 2 * loss[0][positive] * h_max / (1 - gamma) / loss[1][positive],
+            "s:", color="grey", label=r"worst case $2\lambda H_{max}/(1-\gamma)$ / measured loss")
+    positive = gain[1] > 0
+    ax.plot(gain[0][positive], gbound[1][positive] / gain[1][positive], "^-", color=colors[2],
+            label=r"gain bound $2\|r_k - \bar r\|_\infty/(1-\gamma)$ / measured gain")
+    ax.axhline(1, color="black", lw=0.8)
+    ax.set(yscale="log", xlabel=r"$\lambda$", ylabel="bound / measured (> 1: the bound holds)",
+           title="how loose the bounds are")
+    _legend(ax)
+
+    ax = axes[3]
     seed0 = [r for r in per_client if int(r["seed"]) == 0]
     by_client = _curves(seed0, ("client",), x="lam", y="personal_gain")
     for i, key in enumerate(sorted(by_client, key=lambda k: int(k[0]))):
         xs, mean, _ = by_client[key]
         ax.plot(xs, mean, "o-", ms=3, color=colors[i % len(colors)], label=f"client {key[0]}")
-    ax.set(xlabel="lambda", ylabel="personalisation gain", title="per-client gains (instance 0)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set(xlabel=r"$\lambda$", ylabel="personalisation gain", title="per-client gains (instance 0)")
+    _legend(ax, ncol=3)
+    fig.subplots_adjust(wspace=0.35)
     return _save(fig, out, "tradeoff")
 
 
@@ -237,8 +295,9 @@ def movielens_figures(folder: Path, out: Path) -> list[Path]:
             ax.lines[-1].set_linestyle(style)
     ax.axhline(summary["user_majority_test_accuracy"], color="grey", ls=":", label="user majority")
     ax.set(xlabel="round", ylabel="accuracy (pooled over ratings)",
-           title=f"{summary['clients']} clients, lambda {first:g}, 95% CI over seeds")
-    ax.legend(fontsize=7)
+           title=rf"{summary['clients']} clients, $\lambda$ = {first:g}, 95% CI over "
+                 f"{len({r['seed'] for r in rows})} seeds")
+    _legend(ax, ncol=2)
     fed = [r for r in clients if r["algorithm"] == "fedavg" and r["seed"] == "0"]
     rounds = sorted({int(r["round"]) for r in fed})
     for ax, column, label in ((axes[1], "test_accuracy", "test accuracy"),
@@ -252,7 +311,7 @@ def movielens_figures(folder: Path, out: Path) -> list[Path]:
                     and r["seed"] == "0"]
         axes[1].plot([int(r["round"]) for r in weighted], [float(r["accuracy"]) for r in weighted],
                      "k-", lw=1.2, label="global (pooled)")
-        axes[1].legend(fontsize=7)
+        _legend(axes[1])
     if len(lams) > 1:
         ax = axes[3]
         fedavg = sorted((r for r in results if r["algorithm"] == "fedavg"), key=lambda r: r["lam"])
@@ -267,8 +326,9 @@ def movielens_figures(folder: Path, out: Path) -> list[Path]:
                             textcoords="offset points")
         ax.set(xlabel="accuracy on true labels (performance)",
                ylabel="accuracy on taste labels (personalisation)",
-               title="trade-off in lambda (labels: lambda)")
-        ax.legend(fontsize=7)
+               title=r"trade-off in $\lambda$ (labels: $\lambda$)")
+        _legend(ax)
+    fig.tight_layout()
     return _save(fig, out, "movielens")
 
 
@@ -312,8 +372,9 @@ def make_figures(results: Path, out: Path) -> list[Path]:
     for name, folder in found.items():
         try:
             written += DRAWERS[name](folder, out)
-        except (KeyError, ValueError, IndexError, TypeError, csv.Error) as error:
+        except (KeyError, ValueError, IndexError, TypeError, csv.Error,
+                FileNotFoundError) as error:
             raise ResultsError(f"--results: the {name} results in {folder} cannot be drawn: "
-                               f"metrics.csv or summary.json is malformed or from another "
-                               f"version ({type(error).__name__}: {error})") from error
+                               f"metrics.csv, summary.json or config.json is missing, malformed "
+                               f"or from another version ({type(error).__name__}: {error})") from error
     return written

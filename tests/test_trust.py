@@ -301,6 +301,19 @@ def test_movielens_oversize_is_refused_before_the_device(tmp_path, capsys):
     one_line_error(capsys, 2, info, "the run needs about", "--num-seeds")
 
 
+def test_movielens_parameter_count_matches_flax():
+    from fedsim.movielens import data as D
+    from fedsim.movielens.task import ModelSpec, init_params, make_task, num_params
+
+    ratings = D.synthetic()
+    for spec in (ModelSpec(), ModelSpec(dim=5, hidden=7, year=True)):
+        _, net = make_task(ratings.num_movies, ratings.genres, spec, ratings.year)
+        inputs_dim = spec.inputs_dim(ratings.genres.shape[1])
+        params = init_params(net, jax.random.key(0), inputs_dim, spec.dim)
+        assert num_params(ratings.num_movies, inputs_dim, spec) == sum(
+            x.size for x in jax.tree.leaves(params))
+
+
 def _malformed_results(tmp_path):
     bad_json = tmp_path / "bad_json"
     bad_json.mkdir()

@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,7 @@ from fedsim.errors import check_choice, check_int, check_real, require
 from fedsim.movielens import data as D
 from fedsim.movielens.clients import FeedbackSpec, group_users, make_clients, select_users
 from fedsim.movielens.metrics import evaluate_scores
-from fedsim.movielens.task import ModelSpec, init_params, make_task
+from fedsim.movielens.task import ModelSpec, init_params, make_task, num_params
 from fedsim.interrupt import stop_if_requested
 from fedsim.memory import FLOAT, check_fits
 from fedsim.provenance import MOVIELENS, code_fingerprint
@@ -164,20 +165,33 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
                   progress: bool = True) -> dict:
     """Run every (algorithm, lambda) cell of `config`. With `out`, each finished cell is saved
     under out/cells/ as it ends, and a run killed or interrupted there resumes with the
-    cells it has not finished."""
+    cells it has not finished. The data are loaded and the sizes checked first, so that bad
+    data or an oversize run is refused before the folder is taken."""
     config.validate()
-    if config.dataset != "synthetic" and config.hub is None:
-        D.locate(config.data, config.dataset)   # missing data: say so before taking a folder
+    wall = time.perf_counter()
+    problem = _prepare(config)
     if out is None:
-        return _run(config, None, progress)
+        return _run(config, problem, None, progress, wall)
     with RunFolder(out, {"task": "movielens", **dataclasses.asdict(config)}) as folder:
         if folder.stale_note():
             print(folder.stale_note(), file=sys.stderr)
-        return _run(config, folder.path, progress)
+        return _run(config, problem, folder.path, progress, wall)
 
 
-def _run(config: MovieLensRunConfig, out: Path | None, progress: bool) -> dict:
-    wall = time.perf_counter()
+class _Problem(NamedTuple):
+    ratings: D.Ratings
+    groups: list
+    clients: dict          # numpy arrays with a leading client axis (make_clients)
+    local_steps: int       # E: local epochs x steps per epoch
+    steps_per_epoch: int
+    task: object
+    init: object           # key -> the Q-network's initial parameters
+    checkpoints: np.ndarray
+
+
+def _prepare(config: MovieLensRunConfig) -> _Problem:
+    """Load and split the data, build the clients and the task, and check that the run fits
+    in memory; nothing is on the device yet."""
     ratings = load_ratings(config)
     split = D.split_per_user(ratings, seed=config.seed)
     groups = group_users(select_users(ratings, config.clients, config.seed,
@@ -185,19 +199,25 @@ def _run(config: MovieLensRunConfig, out: Path | None, progress: bool) -> dict:
                          config.users_per_client, config.seed)
     clients = make_clients(ratings, split, groups, config.lams[0], config.feedback, config.seed)
     steps_per_epoch = math.ceil(float(clients["train_count"].mean()) / config.model.batch)
-    E = config.local_epochs * steps_per_epoch
     task, net = make_task(ratings.num_movies, ratings.genres, config.model, ratings.year)
     inputs_dim = config.model.inputs_dim(ratings.genres.shape[1])
+    init = lambda key: init_params(net, key, inputs_dim, config.model.dim)
     checkpoints = (np.arange(1, config.rounds + 1, dtype=np.int32) if config.rounds <= 20
                    else log_checkpoints(config.rounds, 20))
-    shapes = jax.eval_shape(lambda k: init_params(net, k, inputs_dim, config.model.dim),
-                            jax.random.key(0))
-    check_fits(estimate_memory(config, clients, sum(x.size for x in jax.tree.leaves(shapes)),
-                               len(checkpoints)))   # before the data reach the device
+    check_fits(estimate_memory(config, clients,
+                               num_params(ratings.num_movies, inputs_dim, config.model),
+                               len(checkpoints)))
+    return _Problem(ratings, groups, clients, config.local_epochs * steps_per_epoch,
+                    steps_per_epoch, task, init, checkpoints)
+
+
+def _run(config: MovieLensRunConfig, problem: _Problem, out: Path | None, progress: bool,
+         wall: float) -> dict:
+    ratings, groups, clients, E = problem.ratings, problem.groups, problem.clients, problem.local_steps
     data = {k: jnp.asarray(v) for k, v in clients.items()}
     weights = jnp.asarray(clients["train_count"] / clients["train_count"].sum())   # authors' FedAvg
     keys = jax.vmap(jax.random.key)(jnp.arange(config.num_seeds, dtype=jnp.uint32) + 1000 * config.seed)
-    params0 = jax.vmap(lambda k: init_params(net, k, inputs_dim, config.model.dim))(keys)
+    params0 = jax.vmap(problem.init)(keys)
     lrs = jnp.asarray(step_sizes(config.schedule, config.rounds, E, lr=config.lr))
 
     cells = [(a, lam) for a in config.algorithms for lam in config.lams]
@@ -207,8 +227,8 @@ def _run(config: MovieLensRunConfig, out: Path | None, progress: bool) -> dict:
         for algorithm, lam in bar:
             cell = cache.load(algorithm, lam)
             if cell is None:
-                cell = _run_cell(config, task, algorithm, lam, compiled, E, params0, keys, data,
-                                 weights, lrs, checkpoints, clients, groups)
+                cell = _run_cell(config, problem.task, algorithm, lam, compiled, E, params0,
+                                 keys, data, weights, lrs, problem.checkpoints, clients, groups)
                 cache.save(cell)
             done.append(cell)
             if out is not None:   # what is finished is readable as it goes
@@ -219,7 +239,7 @@ def _run(config: MovieLensRunConfig, out: Path | None, progress: bool) -> dict:
     summary = {"experiment": "movielens", "results": [c["result"] for c in done]}
     summary.update({
         "clients": len(groups), "users": int(sum(len(g) for g in groups)),
-        "local_steps_per_round": E, "steps_per_epoch": steps_per_epoch,
+        "local_steps_per_round": E, "steps_per_epoch": problem.steps_per_epoch,
         "user_majority_test_accuracy": user_majority_accuracy(clients),
         "ratings": int(len(ratings.user)), "source": ratings.source,
         "data_sha256": D.file_digest(Path(ratings.source)) if Path(ratings.source).is_file() else None,
@@ -230,12 +250,6 @@ def _run(config: MovieLensRunConfig, out: Path | None, progress: bool) -> dict:
         write_json(out / "summary.json", summary)
     return {"rows": [r for c in done for r in c["rows"]],
             "client_rows": [r for c in done for r in c["client_rows"]], "summary": summary}
-
-
-METRICS_COLUMNS = ["algorithm", "lam", "seed", "round", "split", "accuracy", "auc",
-                   "mean_client_accuracy", "median_client_spearman"]
-CLIENT_COLUMNS = ["algorithm", "lam", "seed", "round", "client", "users", "test_accuracy",
-                  "test_spearman", "personal_test_accuracy", "personalization_gain"]
 
 
 def _write_tables(out: Path, cells: list[dict]) -> None:

@@ -216,6 +216,13 @@ def _mlp(params):
     return {"params": {k: v for k, v in params["params"].items() if k != "movies"}}
 
 
+def num_params(num_movies: int, inputs_dim: int, spec: ModelSpec) -> int:
+    """The QNetwork's parameter count (movie embeddings, hidden and output layers), known
+    without building it (a test checks it against flax)."""
+    width = 2 * spec.dim + inputs_dim   # [movie embedding, features, user embedding]
+    return num_movies * spec.dim + (width + 1) * spec.hidden + (spec.hidden + 1) * 2
+
+
 def init_params(net: QNetwork, key, inputs_dim: int, dim: int):
     """inputs_dim: ModelSpec.inputs_dim(number of genres)."""
     return net.init(key, jnp.zeros(1, jnp.int32), jnp.zeros((1, inputs_dim)), jnp.zeros(dim))

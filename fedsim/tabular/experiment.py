@@ -8,6 +8,7 @@ Writes to the output folder (which it owns for the run's life: fedsim.rundir):
                      J_personal, step_size (appended chunk by chunk)
     clients.csv      per client: seed, round, client, J_client, J_personal_client
     state.npz        the state after the last saved chunk: a killed run resumes from it
+                     (not with several processes, which start again from round 1)
     summary.json     J* and how it was obtained, final gaps, compile and run seconds (last)
 """
 
@@ -206,7 +207,7 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
     groups = _chunks(len(checkpoints))   # checkpoints per call
     starts = np.cumsum([0] + groups[:-1])
 
-    saver = _Progress(out, config, states) if out is not None and jax.process_count() == 1 else None
+    saver = None if out is None else _Progress(out, states, keep_state=jax.process_count() == 1)
     first_chunk, states = saver.restore(states) if saver else (0, states)
     # Evaluated only at logged rounds: memory is O(K state + logged rounds), not O(T K).
     run = jax.vmap(make_checkpointed_run(task, fed), in_axes=(0, None, None, 0, None, None, None))
@@ -285,15 +286,15 @@ class _Progress:
     the last saved chunk with the CSV lengths it vouches for. A resumed run continues from
     that state and cuts the CSVs back to those lengths, so it ends with the same bytes."""
 
-    def __init__(self, out: Path, config: TabularRunConfig, like):
-        self.out, self.path = out, out / "state.npz"
+    def __init__(self, out: Path, like, keep_state: bool = True):
+        self.out, self.path, self.keep_state = out, out / "state.npz", keep_state
         self.code = code_fingerprint(SIMULATOR)
         self.big = sum(x.nbytes for x in jax.tree.leaves(like)) > SAVE_STATE_BYTES
         self.lengths, self.run_seconds, self.final_J = [0, 0], 0.0, None
         self.pending, self.last_save = [[], []], time.perf_counter()
 
     def restore(self, like):
-        if not self.path.exists():
+        if not (self.keep_state and self.path.exists()):
             return 0, like
         state, meta = load_state(self.path, like)
         why = meta if state is None else (
@@ -317,6 +318,8 @@ class _Progress:
                         append_csv(self.out / "clients.csv", CLIENT_COLUMNS, self.pending[1],
                                    self.lengths[1])]
         self.pending = [[], []]
+        if not self.keep_state:   # several processes: rows only (see the module docstring)
+            return
         save_state(self.path, to_host(state), {
             "chunks_done": chunks_done, "lengths": self.lengths, "run_seconds": run_seconds,
             "final_J": np.asarray(final_J).tolist(), "code": self.code})
