@@ -38,7 +38,8 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if ("%(default)" in text or default in (None, False, argparse.SUPPRESS)
+        if ("%(default)" in text or default is None or default is False
+                or default == argparse.SUPPRESS
                 or isinstance(action, argparse._HelpAction) or action.required):
             return text
         return text + " (default: %(default)s)"
@@ -95,7 +96,7 @@ def _add_tabular_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lam", type=float, default=0.5, help="feedback weight lambda for every client (>= 0)")
     g.add_argument("--lam-grid", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="per-client lambda_k = LO + (HI-LO) k/(K-1) (the authors' IMDb grid: 0.1 0.9); "
-                        "overrides --lam")
+                        "instead of --lam")
     g.add_argument("--reward-form", choices=REWARD_FORMS, default="additive",
                    help="additive: R0 + lam H; convex: lam H + (1-lam) R0 (needs lam in [0, 1])")
     g.add_argument("--weights", type=_weights, default="uniform",

@@ -106,6 +106,9 @@ class RunFolder:
     def _take(self) -> None:
         out = self.path
         self.stale = self._holder()   # we hold the lock, so its last holder is gone
+        if self.stale:   # reported, never taken over silently
+            print(f"fedsim: note: {out} was left by a run that stopped without finishing "
+                  f"({_describe(self.stale)}); resuming from what it saved", file=sys.stderr)
         existing = out / CONFIG
         if existing.exists():
             previous = read_config(existing)
@@ -145,12 +148,6 @@ class RunFolder:
         except (OSError, json.JSONDecodeError):
             return {}
 
-    def stale_note(self) -> str | None:
-        """One line for the user when this folder was left by a run that died."""
-        if not self.stale:
-            return None
-        return (f"fedsim: note: {self.path} was left by a run that stopped without finishing "
-                f"({_describe(self.stale)}); resuming from what it saved")
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:

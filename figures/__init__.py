@@ -88,6 +88,17 @@ def _fit_line(ax, fit, mean_at, color):
             label=f"fit: slope {fit['slope']:.2f}, 95% CI [{fit['lo']:.2f}, {fit['hi']:.2f}]")
 
 
+def _setting_label(setting: str) -> str:
+    """"beta=8.18,gamma0=53.5" -> mathtext; "eta=1/L_mei" -> $\eta = 1/L_{Mei}$."""
+    names = {"eta": r"$\eta$", "beta": r"$\beta$", "gamma0": r"$\gamma_0$"}
+    parts = []
+    for part in setting.split(","):
+        name, _, value = part.partition("=")
+        value = r"$1/L_{Mei}$" if value == "1/L_mei" else value
+        parts.append(f"{names.get(name, name)} = {value}" if value else part)
+    return ", ".join(parts)
+
+
 def rate_figures(folder: Path, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
@@ -107,8 +118,9 @@ def rate_figures(folder: Path, out: Path) -> list[Path]:
                                                          and k[0] != "exact_constant")]
         for i, key in enumerate(sorted(keys)):
             xs, mean, half = curves[key]
-            label = key[1] if regime != "exact_reg" else key[0]
-            _band(ax, xs, mean, half, colors[i], label.replace("eta", r"$\eta$"), FLOAT_RESOLUTION)
+            label = _setting_label(key[1]) if regime != "exact_reg" else key[0].replace(
+                "exact_", "exact gradients + ")
+            _band(ax, xs, mean, half, colors[i], label, FLOAT_RESOLUTION)
         if regime in ("exact_constant", "sgd_decay"):
             xs, mean, _ = curves[keys[0]]
             _fit_line(ax, regimes[regime]["fit"], mean[-1], "black")
@@ -225,21 +237,20 @@ def tradeoff_figures(folder: Path, out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.6))
     curve = lambda sel, y: _curves(sel, ("regime",), x="lam", y=y)[("constant",)]
 
-    ax = axes[0]
-    loss = curve(opt_rows, "intrinsic_loss")
-    _band(ax, *loss, colors[0], rf"$J^{{0*}} - J^0(\bar\pi^*)$ (mean, 95% CI, {instances} instances)")
-    ax.plot(loss[0], loss[1], "o", color=colors[0], ms=3)
-    ax.set(xlabel=r"$\lambda$", ylabel="intrinsic return lost",
-           title=r"R3: global performance lost vs $\lambda$")
-    _legend(ax)
+    def measured(ax, values, color, label, ylabel, title):
+        _band(ax, *values, color, label)
+        ax.plot(values[0], values[1], "o", color=color, ms=3)
+        ax.set(xlabel=r"$\lambda$", ylabel=ylabel, title=title)
+        _legend(ax)
 
-    ax = axes[1]
+    loss = curve(opt_rows, "intrinsic_loss")
+    measured(axes[0], loss, colors[0],
+             rf"$J^{{0*}} - J^0(\bar\pi^*)$ (mean, 95% CI, {instances} instances)",
+             "intrinsic return lost", r"R3: global performance lost vs $\lambda$")
     gain = curve(per_client, "personal_gain")
-    _band(ax, *gain, colors[2], rf"$J_k(\pi_k^*) - J_k(\bar\pi^*)$ (mean over clients and {instances} instances)")
-    ax.plot(gain[0], gain[1], "o", color=colors[2], ms=3)
-    ax.set(xlabel=r"$\lambda$", ylabel="personalisation gain",
-           title=r"R3: personalisation gain vs $\lambda$")
-    _legend(ax)
+    measured(axes[1], gain, colors[2],
+             rf"$J_k(\pi_k^*) - J_k(\bar\pi^*)$ (mean over clients and {instances} instances)",
+             "personalisation gain", r"R3: personalisation gain vs $\lambda$")
 
     ax = axes[2]
     bound = curve(opt_rows, "intrinsic_loss_bound")

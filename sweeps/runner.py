@@ -11,7 +11,6 @@ belongs to one sweep (fedsim.rundir).
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +43,6 @@ def run_sweep(sweep: Sweep, out: Path, progress: bool = True, reuse_cells: bool 
     """Run (or resume) `sweep` in `out`; returns its summary, with how many cells were
     computed this run, reused, and reused although other code computed them."""
     with RunFolder(Path(out), {"sweep": sweep.name, **sweep.config}) as folder:
-        if folder.stale_note():
-            print(folder.stale_note(), file=sys.stderr)
         return _run(sweep, folder.path, progress, reuse_cells)
 
 

@@ -4,6 +4,8 @@ runs are refused before allocation, and every failure is one line."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -423,3 +425,61 @@ def test_optimum_near_gamma_one_is_exact_by_policy_iteration():
         assert oracles.needs_policy_iteration(r, 0.99999, tau)
         V = oracles.optimal_values(P, r, 0.99999, tau)
         assert oracles.bellman_residual(P, r, 0.99999, tau, None, V) < 1e-8 * np.abs(V).max()
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Ctrl-C handled as the command line handles it, for the length of the block."""
+    from fedsim import interrupt
+
+    previous = interrupt.install()
+    try:
+        yield
+    finally:
+        interrupt.restore(previous)
+
+
+def test_ctrl_c_in_a_sweep_stops_after_the_cell_and_resumes(tmp_path):
+    import sweeps.runner as runner
+    from fedsim import interrupt
+
+    calls = []
+
+    def run_cell(config, cell):
+        calls.append(cell["id"])
+        if cell["id"] == "c1":
+            os.kill(os.getpid(), signal.SIGINT)   # lands while the cell runs
+        return {"rows": [{"cell": cell["id"]}], "info": {}}
+
+    sweep = dataclasses.replace(_toy_sweep(), run_cell=run_cell)
+    with deferred_interrupts(), pytest.raises(interrupt.Interrupted, match="stopped after cell c1"):
+        runner.run_sweep(sweep, tmp_path / "s", progress=False)
+    assert calls == ["c0", "c1"] and len(list((tmp_path / "s" / "cells").glob("*.json"))) == 2
+    resumed = runner.run_sweep(sweep, tmp_path / "s", progress=False)
+    assert resumed["cells_computed_this_run"] == 2 and calls[2:] == ["c2", "c3"]
+
+
+def test_movielens_interrupted_between_cells_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    import fedsim.movielens.experiment as E
+    from fedsim import interrupt
+    from fedsim.movielens.task import ModelSpec
+
+    config = E.MovieLensRunConfig(dataset="synthetic", clients=6, rounds=2, local_epochs=1,
+                                  num_seeds=2, algorithms=("fedavg",), lam=(0.0, 0.5),
+                                  model=ModelSpec(dim=4, hidden=8, batch=8, reward_steps=10))
+    E.run_movielens(config, tmp_path / "reference", progress=False)
+    real = E._run_cell
+
+    def interrupted_cell(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)   # during the first cell's computation
+        monkeypatch.setattr(E, "_run_cell", real)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(E, "_run_cell", interrupted_cell)
+    with deferred_interrupts(), pytest.raises(interrupt.Interrupted, match="stopped after 1 of 2"):
+        E.run_movielens(config, tmp_path / "run", progress=False)
+    summary = E.run_movielens(config, tmp_path / "run", progress=False)["summary"]
+    assert (summary["cells_computed_this_run"], summary["cells_reused"]) == (1, 1)
+    for name in ("metrics.csv", "clients.csv"):
+        assert ((tmp_path / "run" / name).read_bytes()
+                == (tmp_path / "reference" / name).read_bytes()), name

@@ -4,7 +4,8 @@ from fedsim.engine.aggregation import participant_weights, sample_participants, 
 from fedsim.engine.federation import (ALGORITHMS, FedState, Federation, Task, init_state,
                                       log_checkpoints, make_checkpointed_run,
                                       make_local_step, make_local_update, make_round, make_run, make_train_round, raise_if_nonfinite)
-from fedsim.engine.schedules import LR_SCHEDULES, SCHEDULES, step_sizes
+from fedsim.choices import LR_SCHEDULES, SCHEDULES
+from fedsim.engine.schedules import step_sizes
 
 __all__ = [
     "ALGORITHMS", "FedState", "Federation", "LR_SCHEDULES", "SCHEDULES", "Task", "init_state",

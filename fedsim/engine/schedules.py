@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedsim.choices import LR_SCHEDULES, SCHEDULES  # noqa: F401 (re-exported)
+from fedsim.choices import SCHEDULES
 from fedsim.errors import check_choice, check_int, check_real
 
 

@@ -234,8 +234,16 @@ def load_hub(name: str) -> Ratings:
     split is used."""
     import datasets
 
-    if Path(name).is_dir():
-        table = datasets.load_from_disk(name)
+    looks_like_path = name.startswith(("/", "./", "../", "~")) or Path(name).exists()
+    if Path(name).expanduser().is_dir():
+        try:
+            table = datasets.load_from_disk(str(Path(name).expanduser()))
+        except (FileNotFoundError, ValueError) as error:
+            raise DataError(f"--hub {name!r}: not a folder written by Dataset.save_to_disk "
+                            f"({error})") from error
+    elif looks_like_path:   # a path the user typed is never taken for a hub name
+        raise DataError(f"--hub {name!r}: no such folder (a saved dataset folder, or a hub "
+                        f"name such as user/dataset)")
     else:
         try:
             table = datasets.load_dataset(name)

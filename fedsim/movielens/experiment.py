@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +31,12 @@ from tqdm.auto import tqdm
 from fedsim.engine import (ALGORITHMS, LR_SCHEDULES, Federation, init_state,
                            make_checkpointed_run, log_checkpoints, raise_if_nonfinite, step_sizes)
 from fedsim.errors import check_choice, check_int, check_real, require
+from fedsim.interrupt import stop_if_requested
+from fedsim.memory import FLOAT, check_fits
 from fedsim.movielens import data as D
 from fedsim.movielens.clients import FeedbackSpec, group_users, make_clients, select_users
 from fedsim.movielens.metrics import evaluate_scores
 from fedsim.movielens.task import ModelSpec, init_params, make_task, num_params
-from fedsim.interrupt import stop_if_requested
-from fedsim.memory import FLOAT, check_fits
 from fedsim.provenance import MOVIELENS, code_fingerprint
 from fedsim.results import read_json, write_csv, write_json
 from fedsim.rundir import RunFolder
@@ -173,8 +172,6 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
     if out is None:
         return _run(config, problem, None, progress, wall)
     with RunFolder(out, {"task": "movielens", **dataclasses.asdict(config)}) as folder:
-        if folder.stale_note():
-            print(folder.stale_note(), file=sys.stderr)
         return _run(config, problem, folder.path, progress, wall)
 
 
@@ -250,6 +247,12 @@ def _run(config: MovieLensRunConfig, problem: _Problem, out: Path | None, progre
         write_json(out / "summary.json", summary)
     return {"rows": [r for c in done for r in c["rows"]],
             "client_rows": [r for c in done for r in c["client_rows"]], "summary": summary}
+
+
+METRICS_COLUMNS = ["algorithm", "lam", "seed", "round", "split", "accuracy", "auc",
+                   "mean_client_accuracy", "median_client_spearman"]
+CLIENT_COLUMNS = ["algorithm", "lam", "seed", "round", "client", "users", "test_accuracy",
+                  "test_spearman", "personal_test_accuracy", "personalization_gain"]
 
 
 def _write_tables(out: Path, cells: list[dict]) -> None:

@@ -26,10 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fedsim.checkpoint import load_state, save_state
+from fedsim.choices import SERVER_OPTIMIZERS
 from fedsim.engine import (Federation, init_state, log_checkpoints, make_checkpointed_run,
                            raise_if_nonfinite, step_sizes)
-from fedsim.choices import SERVER_OPTIMIZERS
-from fedsim.checkpoint import load_state, save_state
 from fedsim.engine.sharding import client_mesh, pad_clients, padded_size, shard_clients, to_host
 from fedsim.errors import check_choice, check_int, check_real, require
 from fedsim.interrupt import requested, stop_if_requested
@@ -40,7 +40,6 @@ from fedsim.rundir import RunFolder
 from fedsim.tabular import oracles
 from fedsim.tabular.mdp import InstanceSpec, TabularInstance, client_data, make_instance
 from fedsim.tabular.task import LearnerSpec, make_task, regularizer
-
 
 
 @dataclass(frozen=True)
@@ -175,8 +174,6 @@ def run_tabular(config: TabularRunConfig, out: Path | None = None, progress: boo
     if out is None:
         return _run(config, None, progress)
     with RunFolder(out, {"task": "tabular", **dataclasses.asdict(config)}) as folder:
-        if folder.stale_note():
-            print(folder.stale_note(), file=sys.stderr)
         return _run(config, folder.path, progress)
 
 

@@ -21,7 +21,7 @@ from typing import NamedTuple, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from fedsim.choices import INITS, REWARD_FORMS, STARTS, WEIGHTINGS  # noqa: F401
+from fedsim.choices import INITS, REWARD_FORMS, STARTS, WEIGHTINGS
 from fedsim.errors import ConfigError, check_choice, check_int, check_real, require
 
 

@@ -24,7 +24,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-from fedsim.choices import ESTIMATORS  # noqa: F401 (re-exported)
 from fedsim.tabular.oracles import Regularizer
 
 

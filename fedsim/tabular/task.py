@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from fedsim.choices import GRADIENTS, REGULARIZERS  # noqa: F401 (re-exported)
+from fedsim.choices import ESTIMATORS, GRADIENTS, REGULARIZERS
 from fedsim.engine import Task
 from fedsim.errors import check_choice, check_int, check_real, require
 from fedsim.tabular import oracles
 from fedsim.tabular.mdp import TabularInstance, shaped_reward
-from fedsim.tabular.sampling import ESTIMATORS, default_horizon, sampled_gradient
+from fedsim.tabular.sampling import default_horizon, sampled_gradient
 
 
 
