@@ -89,7 +89,7 @@ def _fit_line(ax, fit, mean_at, color):
 
 
 def _setting_label(setting: str) -> str:
-    """"beta=8.18,gamma0=53.5" -> mathtext; "eta=1/L_mei" -> $\eta = 1/L_{Mei}$."""
+    r""""beta=8.18,gamma0=53.5" -> mathtext; "eta=1/L_mei" -> $\eta = 1/L_{Mei}$."""
     names = {"eta": r"$\eta$", "beta": r"$\beta$", "gamma0": r"$\gamma_0$"}
     parts = []
     for part in setting.split(","):

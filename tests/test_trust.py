@@ -95,9 +95,15 @@ def test_an_option_the_configuration_ignores_is_refused(tmp_path, capsys, no_com
 
 # ---------------------------------------------------------------- a folder belongs to one run
 
-def test_a_second_run_on_a_folder_in_use_is_refused_and_the_first_is_intact(tmp_path):
-    reference = tmp_path / "reference"
-    assert main(LONG[:2] + ["--out", str(reference)] + LONG[2:]) == 0
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The LONG run, uninterrupted: what every interrupted or contested run must end as."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    assert main(LONG[:2] + ["--out", str(out)] + LONG[2:]) == 0
+    return out
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused_and_the_first_is_intact(tmp_path, reference):
     out = tmp_path / "shared"
     first = fedsim(*LONG, "--out", out)
     deadline = time.time() + 120
@@ -219,9 +225,7 @@ def _interrupt_mid_run(out: Path, signum: int):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
-def test_an_interrupted_run_resumes_to_the_same_bytes(tmp_path, signum):
-    reference = tmp_path / "reference"
-    assert main(LONG[:2] + ["--out", str(reference)] + LONG[2:]) == 0
+def test_an_interrupted_run_resumes_to_the_same_bytes(tmp_path, signum, reference):
     out = tmp_path / "run"
     code, err = _interrupt_mid_run(out, signum)
     assert not (out / "summary.json").exists(), "the run ended before it was interrupted"
