@@ -8,6 +8,8 @@ ALGORITHMS = ("fedavg", "centralized", "local")
 SCHEDULES = ("constant", "inverse_time", "cosine")
 LR_SCHEDULES = ("constant", "cosine")   # set by lr alone (inverse_time needs beta and gamma0)
 SERVER_OPTIMIZERS = ("none", "sgd", "momentum", "adam")
+AGGREGATORS = ("mean", "median", "trimmed_mean")
+ATTACKS = ("sign_flip", "scale", "noise")
 
 # tabular instances and learners
 REWARD_FORMS = ("additive", "convex")

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from fedsim import interrupt
-from fedsim.choices import (ALGORITHMS, ESTIMATORS, GRADIENTS, INITS, LR_SCHEDULES,
-                            MOVIELENS_RELEASES, REGULARIZERS, REWARD_FORMS, SCHEDULES,
-                            SERVER_OPTIMIZERS, STARTS, UPDATES)
+from fedsim.choices import (AGGREGATORS, ALGORITHMS, ATTACKS, ESTIMATORS, GRADIENTS, INITS,
+                            LR_SCHEDULES, MOVIELENS_RELEASES, REGULARIZERS, REWARD_FORMS,
+                            SCHEDULES, SERVER_OPTIMIZERS, STARTS, UPDATES)
 from fedsim.errors import ConfigError, check_int, require
 from fedsim.memory import TooLarge
 
@@ -140,6 +140,26 @@ def _add_tabular_options(p: argparse.ArgumentParser) -> None:
                    help="optax server optimiser on the pseudo-gradient (none: plain averaging)")
     g.add_argument("--server-lr", type=float, default=1.0, help="server learning rate (> 0)")
 
+    g = p.add_argument_group("robustness (fedavg: how deltas are combined, and faults)")
+    g.add_argument("--aggregator", choices=AGGREGATORS, default="mean",
+                   help="mean: FedAvg's weighted mean of the deltas; median: coordinate-wise "
+                        "median; trimmed_mean: coordinate-wise mean without the floor(trim n) "
+                        "largest and smallest values (both unweighted, Yin et al. 2018)")
+    g.add_argument("--trim", type=float, default=0.0, metavar="BETA",
+                   help="with --aggregator trimmed_mean: the fraction trimmed at each end, in "
+                        "[0, 0.5) and at least the Byzantine fraction")
+    g.add_argument("--dropout", type=float, default=0.0, metavar="P",
+                   help="each participant's delta is lost with probability P, in [0, 1); a "
+                        "round where all are lost leaves the global policy unchanged")
+    g.add_argument("--byzantine", type=float, default=0.0, metavar="F",
+                   help="fraction of Byzantine clients (drawn from the instance seed), whose "
+                        "sent deltas --attack replaces")
+    g.add_argument("--attack", choices=ATTACKS, default="sign_flip",
+                   help="with --byzantine: sign_flip sends -c x the honest delta, scale c x "
+                        "it, noise N(0, c^2) per coordinate")
+    g.add_argument("--attack-scale", type=float, default=2.5, metavar="C",
+                   help="with --byzantine: the attack's c (FedPG-BR's sign flip: 2.5)")
+
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=_count, default=0, help="run seed (>= 0)")
     g.add_argument("--num-seeds", type=_count, default=1,
@@ -183,6 +203,9 @@ TABULAR_ONLY_WITH = [
     ("--lam", lambda a: a.lam_grid is None, "without --lam-grid (which sets every lambda_k)"),
     ("--server-lr", lambda a: a.server_opt != "none", "with --server-opt sgd, momentum or adam"),
     ("--log-every", lambda a: a.log_points is None, "without --log-points"),
+    ("--trim", lambda a: a.aggregator == "trimmed_mean", "with --aggregator trimmed_mean"),
+    ("--attack", lambda a: a.byzantine > 0, "with --byzantine F > 0"),
+    ("--attack-scale", lambda a: a.byzantine > 0, "with --byzantine F > 0"),
     ("--coordinator", lambda a: a.distributed, "with --distributed"),
     ("--num-processes", lambda a: a.distributed, "with --distributed"),
     ("--process-id", lambda a: a.distributed, "with --distributed"),
@@ -240,7 +263,9 @@ def tabular_config(args: argparse.Namespace):
         lr=args.lr, beta=args.beta, gamma0=args.gamma0, server_optimizer=args.server_opt,
         server_lr=args.server_lr, seed=args.seed, num_seeds=args.num_seeds,
         log_every=args.log_every, log_points=args.log_points, devices=args.devices,
-        client_block=args.client_block)
+        client_block=args.client_block, aggregator=args.aggregator, trim=args.trim,
+        dropout=args.dropout, byzantine=args.byzantine, attack=args.attack,
+        attack_scale=args.attack_scale)
 
 
 def jax_process_index() -> int:

@@ -13,8 +13,12 @@ from typing import Mapping
 
 import numpy as np
 
-from fedsim.engine.keys import client_round_key, client_step_key, participation_key
+import jax
+
 from fedsim.engine.aggregation import sample_participants
+from fedsim.engine.faults import dropout_mask
+from fedsim.engine.keys import (client_round_key, client_step_key, dropout_key, fault_key,
+                                participation_key)
 from fedsim.tabular.sampling import trajectory_uniforms
 
 
@@ -79,13 +83,45 @@ def shaped(R0, H, lam, form):
     return R0 + lam * H if form == "additive" else lam * H + (1 - lam) * R0
 
 
+def aggregate(deltas, weights, arrived, aggregator="mean", trim=0.0):
+    """The server's combination of the arrived deltas, written out plainly (see
+    fedsim.engine.aggregators for the definitions)."""
+    kept = [(d, w) for d, w, a in zip(deltas, weights, arrived) if a]
+    if not kept:
+        return np.zeros_like(deltas[0])
+    if aggregator == "mean":
+        scale = sum(weights) / sum(w for _, w in kept)
+        return sum(w * scale * d for d, w in kept)
+    stack = np.stack([d for d, _ in kept])
+    if aggregator == "median":
+        return np.median(stack, axis=0)
+    cut = int(np.floor(trim * len(kept)))
+    ordered = np.sort(stack, axis=0)
+    return ordered[cut:len(kept) - cut].mean(axis=0)
+
+
+def attacked(delta, attack, scale, key):
+    """What a Byzantine client sends instead of its honest delta."""
+    if attack == "sign_flip":
+        return -scale * delta
+    if attack == "scale":
+        return scale * delta
+    return scale * np.asarray(jax.random.normal(jax.random.fold_in(key, 0), delta.shape),
+                              np.float64)
+
+
 def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=None,
                   gradient="exact", batch=1, horizon=1, estimator="gpomdp", tau=0.0,
-                  log_ref=0.0, server_lr=None) -> dict:
+                  log_ref=0.0, server_lr=None, aggregator="mean", trim=0.0, dropout=0.0,
+                  byzantine=(), attack="sign_flip", attack_scale=2.5, arrived=None) -> dict:
     """Replay a tabular run; returns per-round J, J0 and the final parameters.
 
     arrays: P, R0, H, lam, p, rho, gamma, theta0, step_sizes (T, E), reward_form, as in
     instance.npz. server_lr: plain server SGD theta <- theta - server_lr (theta - target).
+    aggregator, trim, dropout, byzantine (client indices), attack, attack_scale: as in
+    fedsim.engine.Federation (fedavg only). arrived: the realised (T, K) masks of the
+    deltas that reached the server (instance.npz's "arrived" for one seed), used instead of
+    drawing the dropouts.
     """
     P, R0, H = (np.asarray(arrays[n], np.float64) for n in ("P", "R0", "H"))
     lam, p, rho = (np.asarray(arrays[n], np.float64) for n in ("lam", "p", "rho"))
@@ -123,10 +159,16 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
                 for e in range(E):
                     th = th + lrs[t, e] * direction(k, th, client_step_key(keys[k], e))
                 held[k] = th
-            if m == K:
-                target = sum(p[k] * held[k] for k in range(K))
+            sent = [attacked(held[k] - theta, attack, attack_scale, fault_key(run_key, t, k))
+                    if k in byzantine else held[k] - theta for k in idx]
+            if arrived is not None:
+                came = np.asarray(arrived[t], bool)[idx]
+            elif dropout > 0:
+                came = np.asarray(dropout_mask(dropout_key(run_key, t), m, dropout)) > 0
             else:
-                target = theta + sum(w[k] * (held[k] - theta) for k in idx)
+                came = np.ones(m, bool)
+            came = came & (np.array([w[k] for k in idx]) > 0)
+            target = theta + aggregate(sent, [w[k] for k in idx], came, aggregator, trim)
         if algorithm == "local":
             theta = sum(p[k] * held[k] for k in range(K))
         elif server_lr is not None:

@@ -35,7 +35,9 @@ import optax
 from fedsim.choices import ALGORITHMS
 from fedsim.engine import keys as K_
 from fedsim.engine.aggregation import participant_weights, sample_participants, weighted_sum
-from fedsim.errors import check_choice, check_int, require
+from fedsim.engine.aggregators import make_aggregator
+from fedsim.engine.faults import attack, check_attack, dropout_mask
+from fedsim.errors import check_choice, check_int, check_real, require
 
 
 Params = Any
@@ -71,6 +73,10 @@ class Federation:
     client_block: None vmaps all clients at once; b runs them in blocks of b (vmap inside a
     block, a loop over blocks: `jax.lax.map(batch_size=b)`), the same computation with the
     working set of b clients, for K whose state outgrows the CPU's caches or the GPU memory.
+    aggregator, trim: how the server combines the deltas (fedsim.engine.aggregators).
+    dropout: each participant's delta is lost with this probability (fedsim.engine.faults).
+    byzantine: indices of clients whose sent deltas are replaced by `attack` with
+    `attack_scale` (fedsim.engine.faults). These three apply to fedavg.
     """
 
     algorithm: str = "fedavg"
@@ -78,6 +84,12 @@ class Federation:
     participants: int | None = None
     server_optimizer: optax.GradientTransformation | None = None
     client_block: int | None = None
+    aggregator: str = "mean"
+    trim: float = 0.0
+    dropout: float = 0.0
+    byzantine: tuple[int, ...] = ()
+    attack: str = "sign_flip"
+    attack_scale: float = 2.5
 
     def validate(self, num_clients: int) -> "Federation":
         check_choice("algorithm", self.algorithm, ALGORITHMS)
@@ -88,6 +100,23 @@ class Federation:
             check_int("client_block", self.client_block, 1)
         require(self.server_optimizer is None or self.algorithm != "local", "server_opt",
                 "set", "must be none with the local algorithm (there is no aggregation)")
+        make_aggregator(self.aggregator, self.trim)   # checks the name and the trim
+        check_real("dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        faulty = self.aggregator != "mean" or self.dropout > 0 or bool(self.byzantine)
+        require(not faulty or self.algorithm == "fedavg", "algorithm", self.algorithm,
+                "must be fedavg with --aggregator, --dropout or --byzantine (the others do "
+                "not aggregate deltas)")
+        if self.byzantine:
+            require(all(0 <= k < num_clients for k in self.byzantine), "byzantine",
+                    list(self.byzantine), f"must name clients in [0, {num_clients - 1}]")
+            check_attack(self.attack, self.attack_scale)
+            fraction = len(set(self.byzantine)) / num_clients
+            require(self.aggregator == "mean" or fraction < 0.5, "byzantine", fraction,
+                    f"must be a fraction below 1/2 with --aggregator {self.aggregator} (a "
+                    "median or trimmed mean breaks down at half)")
+            require(self.aggregator != "trimmed_mean" or self.trim >= fraction, "trim",
+                    self.trim, f"must be at least the Byzantine fraction {fraction:g} (Yin et "
+                    "al. 2018: the trimmed mean tolerates a fraction up to beta)")
         return self
 
     def num_participants(self, num_clients: int) -> int:
@@ -100,6 +129,7 @@ class FedState(NamedTuple):
     client_params: Params     # (K, ...) the parameters each client last held
     private: Private          # (K, ...) never leaves the client
     nonfinite_round: jax.Array  # first round with non-finite parameters or metrics, -1 if none
+    empty_rounds: jax.Array   # rounds in which no delta reached the server (all dropped out)
 
 
 def init_state(task: Task, fed: Federation, params0, data, run_key) -> FedState:
@@ -108,7 +138,8 @@ def init_state(task: Task, fed: Federation, params0, data, run_key) -> FedState:
     private = jax.vmap(task.init_private)(data, init_keys)
     client_params = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_clients,) + x.shape), params0)
     opt_state = fed.server_optimizer.init(params0) if fed.server_optimizer else ()
-    return FedState(params0, opt_state, client_params, private, jnp.asarray(-1, jnp.int32))
+    return FedState(params0, opt_state, client_params, private, jnp.asarray(-1, jnp.int32),
+                    jnp.asarray(0, jnp.int32))
 
 
 def map_clients(fn, block: int | None):
@@ -157,6 +188,7 @@ def make_train_round(task: Task, fed: Federation):
     """One round without evaluation: (state, data, weights, run key, t, lrs (E,)) -> state."""
     E = fed.local_steps
     local_training = make_local_update(task, fed)
+    aggregator = make_aggregator(fed.aggregator, fed.trim)
 
     def centralized_training(params, private, data, keys, weights, lrs):
         def step(carry, xs):
@@ -182,6 +214,7 @@ def make_train_round(task: Task, fed: Federation):
         agg_weights = participant_weights(weights, idx, m)
         data_s, private_s = take(data), take(state.private)
 
+        empty = state.empty_rounds
         if fed.algorithm == "centralized":
             target, private_s = centralized_training(state.params, private_s, data_s, keys,
                                                      agg_weights, lrs)
@@ -199,11 +232,19 @@ def make_train_round(task: Task, fed: Federation):
                         private_s, data_s, keys)
             if local:
                 target = None
-            elif full:
-                target = weighted_sum(held, agg_weights)
-            else:  # unbiased in expectation over the sampled set, applied to updates
+            else:   # the deltas clients send, aggregated (fedsim.engine.aggregators)
                 delta = jax.tree.map(lambda h, p: h - p, held, state.params)
-                target = _ascend(state.params, weighted_sum(delta, agg_weights), jnp.ones(()))
+                if fed.byzantine:
+                    byzantine = np.isin(np.arange(num_clients), fed.byzantine)
+                    delta = attack(delta, jnp.asarray(byzantine)[idx], fed.attack,
+                                   fed.attack_scale, run_key, round_index, idx)
+                arrived = (dropout_mask(K_.dropout_key(run_key, round_index), m, fed.dropout)
+                           if fed.dropout > 0 else jnp.ones(m, jnp.float32))
+                arrived = arrived * (agg_weights > 0)   # zero-weight (padding) clients: never
+                empty = empty + (arrived.sum() == 0).astype(jnp.int32)
+                step, _ = aggregator.apply(delta, agg_weights, arrived,
+                                           K_.server_key(run_key, round_index), ())
+                target = _ascend(state.params, step, jnp.ones(()))
         client_params = put(state.client_params, held)
 
         opt_state = state.server_opt_state
@@ -217,7 +258,7 @@ def make_train_round(task: Task, fed: Federation):
             params = optax.apply_updates(state.params, updates)
 
         new = FedState(params, opt_state, client_params, put(state.private, private_s),
-                       state.nonfinite_round)
+                       state.nonfinite_round, empty)
         return _flag_nonfinite(new, (params, client_params), round_index)
 
     return train_round

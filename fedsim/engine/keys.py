@@ -9,17 +9,36 @@ from __future__ import annotations
 import jax
 
 _ROUNDS, _INIT = 0, 1          # top-level streams of a run key
-_PARTICIPATION, _CLIENTS = 0, 1  # streams of a round key
+_PARTICIPATION, _CLIENTS, _DROPOUT, _SERVER, _FAULTS = 0, 1, 2, 3, 4  # streams of a round key
+
+
+def _round_key(run_key, round_index):
+    return jax.random.fold_in(jax.random.fold_in(run_key, _ROUNDS), round_index)
 
 
 def participation_key(run_key, round_index):
-    return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(run_key, _ROUNDS), round_index),
-                              _PARTICIPATION)
+    return jax.random.fold_in(_round_key(run_key, round_index), _PARTICIPATION)
 
 
 def client_round_key(run_key, round_index, client_index):
-    rounds = jax.random.fold_in(jax.random.fold_in(run_key, _ROUNDS), round_index)
+    rounds = _round_key(run_key, round_index)
     return jax.random.fold_in(jax.random.fold_in(rounds, _CLIENTS), client_index)
+
+
+def dropout_key(run_key, round_index):
+    """Which participants drop out this round."""
+    return jax.random.fold_in(_round_key(run_key, round_index), _DROPOUT)
+
+
+def server_key(run_key, round_index):
+    """The server's own draws (e.g. DP-FedAvg's noise), independent of every client's."""
+    return jax.random.fold_in(_round_key(run_key, round_index), _SERVER)
+
+
+def fault_key(run_key, round_index, client_index):
+    """A faulty client's draws (e.g. the noise it sends instead of its delta)."""
+    faults = jax.random.fold_in(_round_key(run_key, round_index), _FAULTS)
+    return jax.random.fold_in(faults, client_index)
 
 
 def client_step_key(client_key, local_step):

@@ -30,6 +30,9 @@ from fedsim.checkpoint import load_state, save_state
 from fedsim.choices import SERVER_OPTIMIZERS
 from fedsim.engine import (Federation, init_state, log_checkpoints, make_checkpointed_run,
                            raise_if_nonfinite, step_sizes)
+from fedsim.engine import keys as K_
+from fedsim.engine.aggregation import sample_participants
+from fedsim.engine.faults import byzantine_clients, dropout_mask
 from fedsim.engine.sharding import client_mesh, pad_clients, padded_size, shard_clients, to_host
 from fedsim.errors import check_choice, check_int, check_real, require
 from fedsim.interrupt import requested, stop_if_requested
@@ -64,10 +67,17 @@ class TabularRunConfig:
     log_points: int | None = None
     devices: int = 1
     client_block: int | None = None
+    aggregator: str = "mean"      # mean, median or trimmed_mean (fedsim.engine.aggregators)
+    trim: float = 0.0             # beta of the trimmed mean
+    dropout: float = 0.0          # probability that a participant's delta is lost
+    byzantine: float = 0.0        # fraction of Byzantine clients (fedsim.engine.faults)
+    attack: str = "sign_flip"
+    attack_scale: float = 2.5
 
     def validate(self) -> "TabularRunConfig":
         self.instance.validate()
         self.learner.validate()
+        check_real("byzantine", self.byzantine, 0.0, 1.0)
         self.federation().validate(self.instance.num_clients)
         check_int("rounds (T)", self.rounds, 1)
         check_choice("server_opt", self.server_optimizer, SERVER_OPTIMIZERS)
@@ -96,7 +106,14 @@ class TabularRunConfig:
         opt = {"none": None, "sgd": optax.sgd, "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
                "adam": optax.adam}.get(self.server_optimizer)
         return Federation(self.algorithm, self.local_steps, self.participants,
-                          opt(self.server_lr) if opt else None, self.client_block)
+                          opt(self.server_lr) if opt else None, self.client_block,
+                          self.aggregator, self.trim, self.dropout,
+                          tuple(int(k) for k in np.flatnonzero(self.byzantine_mask())),
+                          self.attack, self.attack_scale)
+
+    def byzantine_mask(self) -> np.ndarray:
+        """(K,) bool: the Byzantine clients, drawn from the instance seed."""
+        return byzantine_clients(self.instance.num_clients, self.byzantine, self.instance.seed)
 
     def logged_rounds(self) -> np.ndarray:
         """Round counts (1-based) evaluated and written: about log_points log-spaced ones if
@@ -337,8 +354,27 @@ def instance_arrays(config: TabularRunConfig, instance: TabularInstance, lrs, re
         "reg": learner.reg, "tau": float(reg.tau),
         "log_ref": np.broadcast_to(np.asarray(reg.log_ref, np.float32), instance.theta0.shape),
         "server_optimizer": config.server_optimizer, "server_lr": config.server_lr,
+        "aggregator": config.aggregator, "trim": config.trim, "dropout": config.dropout,
+        "byzantine": config.byzantine_mask(), "attack": config.attack,
+        "attack_scale": config.attack_scale,
+        **({"arrived": arrived_masks(config)} if config.dropout > 0 else {}),
         "seeds": config.seed + np.arange(config.num_seeds),
     }
+
+
+def arrived_masks(config: TabularRunConfig) -> np.ndarray:
+    """(seeds, T, K) bool: whether client k's delta reached the server in round t (sampled
+    and not dropped out): the realised participation, for an independent replay."""
+    K, m = config.instance.num_clients, config.federation().num_participants(config.instance.num_clients)
+
+    def one(run_key, t):
+        idx = sample_participants(K_.participation_key(run_key, t), K, m)
+        kept = dropout_mask(K_.dropout_key(run_key, t), m, config.dropout)
+        return jnp.zeros(K, bool).at[idx].set(kept > 0)
+
+    keys = jax.vmap(jax.random.key)(jnp.asarray(config.seed + np.arange(config.num_seeds), jnp.uint32))
+    rounds = jnp.arange(config.rounds)
+    return np.asarray(jax.vmap(lambda k: jax.vmap(lambda t: one(k, t))(rounds))(keys))
 
 
 def _progress_bar(total: int, done: int, enabled: bool):
