@@ -151,6 +151,9 @@ def _add_tabular_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dropout", type=float, default=0.0, metavar="P",
                    help="each participant's delta is lost with probability P, in [0, 1); a "
                         "round where all are lost leaves the global policy unchanged")
+    g.add_argument("--stragglers", type=float, default=0.0, metavar="S",
+                   help="each participant, with probability S, completes only a number of "
+                        "local steps drawn uniformly from 1 .. E-1 this round (fedavg, local)")
     g.add_argument("--byzantine", type=float, default=0.0, metavar="F",
                    help="fraction of Byzantine clients (drawn from the instance seed), whose "
                         "sent deltas --attack replaces")
@@ -264,7 +267,8 @@ def tabular_config(args: argparse.Namespace):
         server_lr=args.server_lr, seed=args.seed, num_seeds=args.num_seeds,
         log_every=args.log_every, log_points=args.log_points, devices=args.devices,
         client_block=args.client_block, aggregator=args.aggregator, trim=args.trim,
-        dropout=args.dropout, byzantine=args.byzantine, attack=args.attack,
+        dropout=args.dropout, stragglers=args.stragglers, byzantine=args.byzantine,
+        attack=args.attack,
         attack_scale=args.attack_scale)
 
 

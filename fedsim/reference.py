@@ -16,9 +16,9 @@ import numpy as np
 import jax
 
 from fedsim.engine.aggregation import sample_participants
-from fedsim.engine.faults import dropout_mask
+from fedsim.engine.faults import dropout_mask, straggler_steps
 from fedsim.engine.keys import (client_round_key, client_step_key, dropout_key, fault_key,
-                                participation_key)
+                                participation_key, straggler_key)
 from fedsim.tabular.sampling import trajectory_uniforms
 
 
@@ -113,7 +113,8 @@ def attacked(delta, attack, scale, key):
 def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=None,
                   gradient="exact", batch=1, horizon=1, estimator="gpomdp", tau=0.0,
                   log_ref=0.0, server_lr=None, aggregator="mean", trim=0.0, dropout=0.0,
-                  byzantine=(), attack="sign_flip", attack_scale=2.5, arrived=None) -> dict:
+                  byzantine=(), attack="sign_flip", attack_scale=2.5, arrived=None,
+                  stragglers=0.0, steps_done=None) -> dict:
     """Replay a tabular run; returns per-round J, J0 and the final parameters.
 
     arrays: P, R0, H, lam, p, rho, gamma, theta0, step_sizes (T, E), reward_form, as in
@@ -121,7 +122,8 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
     aggregator, trim, dropout, byzantine (client indices), attack, attack_scale: as in
     fedsim.engine.Federation (fedavg only). arrived: the realised (T, K) masks of the
     deltas that reached the server (instance.npz's "arrived" for one seed), used instead of
-    drawing the dropouts.
+    drawing the dropouts. stragglers: as in Federation; steps_done: the realised (T, K)
+    local steps (instance.npz's "steps_done" for one seed), used instead of drawing them.
     """
     P, R0, H = (np.asarray(arrays[n], np.float64) for n in ("P", "R0", "H"))
     lam, p, rho = (np.asarray(arrays[n], np.float64) for n in ("lam", "p", "rho"))
@@ -154,9 +156,16 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
             for k in idx:
                 held[k] = th.copy()
         else:
+            if steps_done is not None:
+                done = {k: int(steps_done[t][k]) for k in idx}
+            elif stragglers > 0:
+                drawn = np.asarray(straggler_steps(straggler_key(run_key, t), m, E, stragglers))
+                done = dict(zip(idx, map(int, drawn)))
+            else:
+                done = {k: E for k in idx}
             for k in idx:
                 th = (held[k] if algorithm == "local" else theta).copy()
-                for e in range(E):
+                for e in range(done[k]):
                     th = th + lrs[t, e] * direction(k, th, client_step_key(keys[k], e))
                 held[k] = th
             sent = [attacked(held[k] - theta, attack, attack_scale, fault_key(run_key, t, k))

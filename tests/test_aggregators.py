@@ -30,17 +30,19 @@ def _instance():
 def _compare(fed: Federation, gradient: str, seed: int = 3, reference=R.reference_run):
     instance = _instance()
     learner = LearnerSpec(gradient=gradient, batch=3, horizon=10)
-    lrs = step_sizes("constant", 4, 2, lr=0.5)
+    lrs = step_sizes("constant", 4, fed.local_steps, lr=0.5)
     state, metrics = engine_run(instance, learner, fed, lrs, seed=seed)
     ref = reference(reference_arrays(instance, lrs), jax.random.key(seed),
-                    participants=fed.participants, gradient=gradient, batch=3, horizon=10,
-                    aggregator=fed.aggregator, trim=fed.trim, dropout=fed.dropout,
-                    byzantine=fed.byzantine, attack=fed.attack, attack_scale=fed.attack_scale)
+                    algorithm=fed.algorithm, participants=fed.participants, gradient=gradient,
+                    batch=3, horizon=10, aggregator=fed.aggregator, trim=fed.trim,
+                    dropout=fed.dropout, byzantine=fed.byzantine, attack=fed.attack,
+                    attack_scale=fed.attack_scale, stragglers=fed.stragglers)
     return state, metrics, ref
 
 
 def _close(state, metrics, ref) -> bool:
     return (np.allclose(np.asarray(state.params), ref["theta"], **TOL)
+            and np.allclose(np.asarray(state.client_params), ref["client_thetas"], **TOL)
             and np.allclose(metrics["J"], ref["J"], **TOL))
 
 
@@ -73,6 +75,13 @@ def test_engine_equals_reference_with_byzantine_clients(fault, aggregator):
     assert _close(*_compare(fed, "sampled"))
 
 
+@pytest.mark.parametrize("algorithm,participants,gradient", list(itertools.product(
+    ["fedavg", "local"], [None, 4], ["exact", "sampled"])))
+def test_engine_equals_reference_with_stragglers(algorithm, participants, gradient):
+    fed = Federation(algorithm, 4, participants=participants, stragglers=0.5)
+    assert _close(*_compare(fed, gradient))
+
+
 def _buggy(**bugs):
     """The reference with one deliberate bug."""
     def run(arrays, key, **kwargs):
@@ -92,6 +101,8 @@ def _buggy(**bugs):
                 d, w, np.ones_like(a), aggregator, trim)
         if "attack_sign" in bugs:   # sends +c instead of -c times the honest delta
             R.attacked = lambda delta, attack, scale, key: scale * delta
+        if "stragglers_ignored" in bugs:
+            kwargs = {**kwargs, "stragglers": 0.0}
         try:
             return R.reference_run(arrays, key, **kwargs)
         finally:
@@ -105,6 +116,7 @@ def _buggy(**bugs):
     ("median_weighted", Federation("fedavg", 2, aggregator="median")),
     ("dropout_ignored", Federation("fedavg", 2, dropout=0.3)),
     ("attack_sign", Federation("fedavg", 2, byzantine=(1,))),
+    ("stragglers_ignored", Federation("fedavg", 4, stragglers=0.5)),
 ])
 def test_each_deliberate_bug_in_the_reference_breaks_the_comparison(bug, fed):
     assert _close(*_compare(fed, "exact"))
@@ -131,8 +143,8 @@ def test_dp_hook_clips_each_delta_and_adds_seeded_server_noise():
     w, mask = jnp.asarray([0.5, 0.5]), jnp.ones(2)
     quiet = dp_mean(1.0, 0.0).apply(deltas, w, mask, jax.random.key(0), ())[0]
     np.testing.assert_allclose(quiet["a"], [0.5 * 0.6 + 0.5 * 0.3, 0.5 * 0.8 + 0.5 * 0.4], rtol=1e-6)
-    draws = [dp_mean(1.0, 2.0).apply(deltas, w, mask, jax.random.key(s), ())[0]["a"][0]
-             for s in range(4000)]
+    draws = jax.vmap(lambda k: dp_mean(1.0, 2.0).apply(deltas, w, mask, k, ())[0]["a"][0])(
+        jax.random.split(jax.random.key(1), 4000))
     assert abs(np.std(draws) - 2.0 * 1.0 * 0.5) < 0.05   # z C max w~
     again = dp_mean(1.0, 2.0).apply(deltas, w, mask, jax.random.key(7), ())[0]
     np.testing.assert_array_equal(again["a"], dp_mean(1.0, 2.0).apply(
@@ -162,6 +174,9 @@ def test_a_round_where_every_client_drops_leaves_the_parameters_and_is_counted()
     (Federation("fedavg", 2, byzantine=(0,), attack_scale=-2.0), "attack_scale"),
     (Federation("centralized", 2, aggregator="median"), "algorithm"),
     (Federation("local", 2, dropout=0.2), "algorithm"),
+    (Federation("fedavg", 1, stragglers=0.5), "stragglers"),
+    (Federation("fedavg", 2, stragglers=1.5), "stragglers"),
+    (Federation("centralized", 2, stragglers=0.5), "algorithm"),
 ])
 def test_bad_robustness_settings_are_refused_before_compilation(fed, named):
     with pytest.raises(ConfigError) as error:
@@ -215,17 +230,20 @@ def test_robust_cli_run_replays_from_instance_npz(tmp_path):
                  "--actions", "3", "--rounds", "5", "--local-steps", "2", "--gradient", "sampled",
                  "--batch", "2", "--horizon", "8", "--aggregator", "trimmed_mean", "--trim",
                  "0.34", "--byzantine", "0.3", "--attack", "noise", "--attack-scale", "0.5",
-                 "--dropout", "0.3", "--participants", "5", "--quiet"]) == 0
+                 "--dropout", "0.3", "--stragglers", "0.5", "--participants", "5",
+                 "--quiet"]) == 0
     a = dict(np.load(out / "instance.npz"))
     assert a["byzantine"].dtype == bool and a["byzantine"].sum() == 2
     assert a["arrived"].shape == (1, 5, 6) and (a["arrived"].sum(-1) <= 5).all()
+    assert a["steps_done"].shape == (1, 5, 6) and set(np.unique(a["steps_done"])) <= {0, 1, 2}
+    assert ((a["steps_done"] > 0).sum(-1) == 5).all() and (a["steps_done"] == 1).any()
     ref = R.reference_run(a, jax.random.key(int(a["seeds"][0])), participants=int(a["participants"]),
                           gradient=str(a["gradient"]), batch=int(a["batch"]),
                           horizon=int(a["horizon"]), estimator=str(a["estimator"]),
                           aggregator=str(a["aggregator"]), trim=float(a["trim"]),
                           byzantine=tuple(int(k) for k in np.flatnonzero(a["byzantine"])),
                           attack=str(a["attack"]), attack_scale=float(a["attack_scale"]),
-                          arrived=a["arrived"][0])
+                          arrived=a["arrived"][0], steps_done=a["steps_done"][0])
     import csv
     with open(out / "metrics.csv") as f:
         logged = [float(r["J"]) for r in csv.DictReader(f)]

@@ -1,8 +1,11 @@
-"""Faults injected at the update level, whatever the task: dropout and Byzantine clients.
+"""Faults injected at the update level, whatever the task: dropout, stragglers, Byzantine
+clients.
 
 Dropout: each participant independently fails to send its delta with probability p (its
-own local training still happens; only the upload is lost). Byzantine clients: a fixed set
-whose sent deltas are replaced before aggregation; their honest computation is unchanged:
+own local training still happens; only the upload is lost). Stragglers: each participant
+independently, with probability s, manages only a number of local steps drawn uniformly
+from 1, ..., E - 1 this round, and sends what it has. Byzantine clients: a fixed set whose
+sent deltas are replaced before aggregation; their honest computation is unchanged:
 
   sign_flip   -c times the honest delta (FedPG-BR's attack with c = 2.5, Fan et al. 2021)
   scale       c times the honest delta
@@ -34,6 +37,14 @@ def byzantine_clients(num_clients: int, fraction: float, seed: int) -> np.ndarra
 def dropout_mask(key, num_participants: int, p: float):
     """(m,) float: 1 for a participant whose delta arrives."""
     return jax.random.bernoulli(key, 1.0 - p, (num_participants,)).astype(jnp.float32)
+
+
+def straggler_steps(key, num_participants: int, local_steps: int, fraction: float):
+    """(m,) int32: the local steps each participant completes this round (E if on time)."""
+    late_key, steps_key = jax.random.split(key)
+    late = jax.random.bernoulli(late_key, fraction, (num_participants,))
+    done = jax.random.randint(steps_key, (num_participants,), 1, max(local_steps, 2))
+    return jnp.where(late, done, local_steps).astype(jnp.int32)
 
 
 def check_attack(attack: str, scale: float) -> None:

@@ -36,7 +36,7 @@ from fedsim.choices import ALGORITHMS
 from fedsim.engine import keys as K_
 from fedsim.engine.aggregation import participant_weights, sample_participants, weighted_sum
 from fedsim.engine.aggregators import make_aggregator
-from fedsim.engine.faults import attack, check_attack, dropout_mask
+from fedsim.engine.faults import attack, check_attack, dropout_mask, straggler_steps
 from fedsim.errors import check_choice, check_int, check_real, require
 
 
@@ -75,6 +75,8 @@ class Federation:
     working set of b clients, for K whose state outgrows the CPU's caches or the GPU memory.
     aggregator, trim: how the server combines the deltas (fedsim.engine.aggregators).
     dropout: each participant's delta is lost with this probability (fedsim.engine.faults).
+    stragglers: each participant completes only 1..E-1 local steps with this probability
+    (fedavg and local).
     byzantine: indices of clients whose sent deltas are replaced by `attack` with
     `attack_scale` (fedsim.engine.faults). These three apply to fedavg.
     """
@@ -87,6 +89,7 @@ class Federation:
     aggregator: str = "mean"
     trim: float = 0.0
     dropout: float = 0.0
+    stragglers: float = 0.0
     byzantine: tuple[int, ...] = ()
     attack: str = "sign_flip"
     attack_scale: float = 2.5
@@ -102,6 +105,11 @@ class Federation:
                 "set", "must be none with the local algorithm (there is no aggregation)")
         make_aggregator(self.aggregator, self.trim)   # checks the name and the trim
         check_real("dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        check_real("stragglers", self.stragglers, 0.0, 1.0)
+        require(self.stragglers == 0 or self.local_steps >= 2, "stragglers", self.stragglers,
+                "must be 0 with local_steps E = 1 (a straggler does 1 to E - 1 steps)")
+        require(self.stragglers == 0 or self.algorithm != "centralized", "algorithm",
+                self.algorithm, "must be fedavg or local with --stragglers")
         faulty = self.aggregator != "mean" or self.dropout > 0 or bool(self.byzantine)
         require(not faulty or self.algorithm == "fedavg", "algorithm", self.algorithm,
                 "must be fedavg with --aggregator, --dropout or --byzantine (the others do "
@@ -170,12 +178,18 @@ def make_local_step(task: Task):
 
 
 def make_local_update(task: Task, fed: Federation):
-    """A client's update in a round, E local steps: (params, private, data_k, key, lrs (E,))."""
+    """A client's update in a round, E local steps: (params, private, data_k, key, lrs (E,),
+    steps=None)."""
     local_step = make_local_step(task)
 
-    def local_update(params, private, data, key, lrs):
+    def local_update(params, private, data, key, lrs, steps=None):
+        """steps: the local steps this client completes (a straggler's fewer than E); the
+        later ones leave its parameters and private state as they were."""
         def step(carry, xs):
-            return local_step(*carry, data, key, *xs), None
+            new = local_step(*carry, data, key, *xs)
+            if steps is None:
+                return new, None
+            return jax.tree.map(lambda n, o: jnp.where(xs[0] < steps, n, o), new, carry), None
 
         (params, private), _ = jax.lax.scan(step, (params, private),
                                             (jnp.arange(fed.local_steps), lrs))
@@ -222,14 +236,16 @@ def make_train_round(task: Task, fed: Federation):
         else:
             local = fed.algorithm == "local"
             start = take(state.client_params) if local else state.params
+            steps = (straggler_steps(K_.straggler_key(run_key, round_index), m, E,
+                                     fed.stragglers) if fed.stragglers > 0 else None)
             if local:
                 held, private_s = map_clients(
-                    lambda p, pr, d, k: local_training(p, pr, d, k, lrs), fed.client_block)(
-                        start, private_s, data_s, keys)
+                    lambda p, pr, d, k, n: local_training(p, pr, d, k, lrs, n), fed.client_block)(
+                        start, private_s, data_s, keys, steps)
             else:
                 held, private_s = map_clients(
-                    lambda pr, d, k: local_training(start, pr, d, k, lrs), fed.client_block)(
-                        private_s, data_s, keys)
+                    lambda pr, d, k, n: local_training(start, pr, d, k, lrs, n), fed.client_block)(
+                        private_s, data_s, keys, steps)
             if local:
                 target = None
             else:   # the deltas clients send, aggregated (fedsim.engine.aggregators)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 
 _ROUNDS, _INIT = 0, 1          # top-level streams of a run key
-_PARTICIPATION, _CLIENTS, _DROPOUT, _SERVER, _FAULTS = 0, 1, 2, 3, 4  # streams of a round key
+_PARTICIPATION, _CLIENTS, _DROPOUT, _SERVER, _FAULTS, _STRAGGLERS = range(6)  # of a round key
 
 
 def _round_key(run_key, round_index):
@@ -28,6 +28,11 @@ def client_round_key(run_key, round_index, client_index):
 def dropout_key(run_key, round_index):
     """Which participants drop out this round."""
     return jax.random.fold_in(_round_key(run_key, round_index), _DROPOUT)
+
+
+def straggler_key(run_key, round_index):
+    """Which participants straggle this round, and how many local steps they manage."""
+    return jax.random.fold_in(_round_key(run_key, round_index), _STRAGGLERS)
 
 
 def server_key(run_key, round_index):

@@ -32,7 +32,7 @@ from fedsim.engine import (Federation, init_state, log_checkpoints, make_checkpo
                            raise_if_nonfinite, step_sizes)
 from fedsim.engine import keys as K_
 from fedsim.engine.aggregation import sample_participants
-from fedsim.engine.faults import byzantine_clients, dropout_mask
+from fedsim.engine.faults import byzantine_clients, dropout_mask, straggler_steps
 from fedsim.engine.sharding import client_mesh, pad_clients, padded_size, shard_clients, to_host
 from fedsim.errors import check_choice, check_int, check_real, require
 from fedsim.interrupt import requested, stop_if_requested
@@ -70,6 +70,7 @@ class TabularRunConfig:
     aggregator: str = "mean"      # mean, median or trimmed_mean (fedsim.engine.aggregators)
     trim: float = 0.0             # beta of the trimmed mean
     dropout: float = 0.0          # probability that a participant's delta is lost
+    stragglers: float = 0.0       # probability that a participant does only 1..E-1 steps
     byzantine: float = 0.0        # fraction of Byzantine clients (fedsim.engine.faults)
     attack: str = "sign_flip"
     attack_scale: float = 2.5
@@ -107,7 +108,7 @@ class TabularRunConfig:
                "adam": optax.adam}.get(self.server_optimizer)
         return Federation(self.algorithm, self.local_steps, self.participants,
                           opt(self.server_lr) if opt else None, self.client_block,
-                          self.aggregator, self.trim, self.dropout,
+                          self.aggregator, self.trim, self.dropout, self.stragglers,
                           tuple(int(k) for k in np.flatnonzero(self.byzantine_mask())),
                           self.attack, self.attack_scale)
 
@@ -358,23 +359,36 @@ def instance_arrays(config: TabularRunConfig, instance: TabularInstance, lrs, re
         "byzantine": config.byzantine_mask(), "attack": config.attack,
         "attack_scale": config.attack_scale,
         **({"arrived": arrived_masks(config)} if config.dropout > 0 else {}),
+        **({"steps_done": realised_steps(config)} if config.stragglers > 0 else {}),
         "seeds": config.seed + np.arange(config.num_seeds),
     }
+
+
+def _per_round(config: TabularRunConfig, draw, fill) -> np.ndarray:
+    """(seeds, T, K): draw(run key, t, m) for the round's m participants, `fill` elsewhere."""
+    K = config.instance.num_clients
+    m = config.federation().num_participants(K)
+
+    def one(run_key, t):
+        idx = sample_participants(K_.participation_key(run_key, t), K, m)
+        return jnp.full(K, fill).at[idx].set(draw(run_key, t, m))
+
+    keys = jax.vmap(jax.random.key)(jnp.asarray(config.seed + np.arange(config.num_seeds), jnp.uint32))
+    rounds = jnp.arange(config.rounds)
+    return np.asarray(jax.vmap(lambda k: jax.vmap(lambda t: one(k, t))(rounds))(keys))
 
 
 def arrived_masks(config: TabularRunConfig) -> np.ndarray:
     """(seeds, T, K) bool: whether client k's delta reached the server in round t (sampled
     and not dropped out): the realised participation, for an independent replay."""
-    K, m = config.instance.num_clients, config.federation().num_participants(config.instance.num_clients)
+    return _per_round(config, lambda key, t, m: dropout_mask(K_.dropout_key(key, t), m,
+                                                             config.dropout) > 0, False)
 
-    def one(run_key, t):
-        idx = sample_participants(K_.participation_key(run_key, t), K, m)
-        kept = dropout_mask(K_.dropout_key(run_key, t), m, config.dropout)
-        return jnp.zeros(K, bool).at[idx].set(kept > 0)
 
-    keys = jax.vmap(jax.random.key)(jnp.asarray(config.seed + np.arange(config.num_seeds), jnp.uint32))
-    rounds = jnp.arange(config.rounds)
-    return np.asarray(jax.vmap(lambda k: jax.vmap(lambda t: one(k, t))(rounds))(keys))
+def realised_steps(config: TabularRunConfig) -> np.ndarray:
+    """(seeds, T, K) int: the local steps client k completed in round t (0: not sampled)."""
+    return _per_round(config, lambda key, t, m: straggler_steps(
+        K_.straggler_key(key, t), m, config.local_steps, config.stragglers), 0)
 
 
 def _progress_bar(total: int, done: int, enabled: bool):
