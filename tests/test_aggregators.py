@@ -29,12 +29,12 @@ def _instance():
 
 def _compare(fed: Federation, gradient: str, seed: int = 3, reference=R.reference_run):
     instance = _instance()
-    learner = LearnerSpec(gradient=gradient, batch=3, horizon=10)
-    lrs = step_sizes("constant", 4, fed.local_steps, lr=0.5)
+    learner = LearnerSpec(gradient=gradient, batch=2, horizon=8)
+    lrs = step_sizes("constant", 3, fed.local_steps, lr=0.5)
     state, metrics = engine_run(instance, learner, fed, lrs, seed=seed)
     ref = reference(reference_arrays(instance, lrs), jax.random.key(seed),
                     algorithm=fed.algorithm, participants=fed.participants, gradient=gradient,
-                    batch=3, horizon=10, aggregator=fed.aggregator, trim=fed.trim,
+                    batch=2, horizon=8, aggregator=fed.aggregator, trim=fed.trim,
                     dropout=fed.dropout, byzantine=fed.byzantine, attack=fed.attack,
                     attack_scale=fed.attack_scale, stragglers=fed.stragglers)
     return state, metrics, ref
@@ -66,8 +66,8 @@ def test_engine_equals_reference_for_every_aggregator_and_participation(aggregat
     assert not np.allclose(ref["theta"], _instance().theta0)
 
 
-@pytest.mark.parametrize("fault,aggregator", list(itertools.product(
-    ["sign_flip", "scale", "noise"], AGGREGATORS)))
+@pytest.mark.parametrize("fault,aggregator", [("sign_flip", "median"), ("scale", "mean"),
+                                             ("noise", "trimmed_mean"), ("sign_flip", "mean")])
 def test_engine_equals_reference_with_byzantine_clients(fault, aggregator):
     extra = {"trim": 0.34} if aggregator == "trimmed_mean" else {}
     fed = Federation("fedavg", 2, **{**AGGREGATORS[aggregator], **extra}, **FAULTS[fault],
@@ -75,8 +75,9 @@ def test_engine_equals_reference_with_byzantine_clients(fault, aggregator):
     assert _close(*_compare(fed, "sampled"))
 
 
-@pytest.mark.parametrize("algorithm,participants,gradient", list(itertools.product(
-    ["fedavg", "local"], [None, 4], ["exact", "sampled"])))
+@pytest.mark.parametrize("algorithm,participants,gradient", [
+    ("fedavg", None, "exact"), ("fedavg", 4, "sampled"), ("local", None, "sampled"),
+    ("local", 4, "exact")])
 def test_engine_equals_reference_with_stragglers(algorithm, participants, gradient):
     fed = Federation(algorithm, 4, participants=participants, stragglers=0.5)
     assert _close(*_compare(fed, gradient))

@@ -12,9 +12,10 @@ over or contracted over axis 0.
 
 Algorithms, all FedRLHF-shaped (Fan et al. 2025, Alg. 1), differing in three choices:
 
-  fedavg       start from the global parameters; E local steps; server takes the weighted
-               average (FedAvg, McMahan et al. 2017), optionally through an optax server
-               optimiser on the pseudo-gradient theta - avg (Reddi et al. 2021, FedOpt).
+  fedavg       start from the global parameters; E local steps; the server aggregates the
+               deltas the clients send (the weighted mean, FedAvg, McMahan et al. 2017, or a
+               robust aggregator: fedsim.engine.aggregators), optionally through an optax
+               server optimiser on the pseudo-gradient (Reddi et al. 2021, FedOpt).
   centralized  one learner on the pooled objective: each of its E steps per round uses the
                weighted average of the clients' directions at the same parameters, so it
                sees the same samples as fedavg (with K = 1 the two coincide).
@@ -38,7 +39,6 @@ from fedsim.engine.aggregation import participant_weights, sample_participants, 
 from fedsim.engine.aggregators import make_aggregator
 from fedsim.engine.faults import attack, check_attack, dropout_mask, straggler_steps
 from fedsim.errors import check_choice, check_int, check_real, require
-
 
 Params = Any
 Private = Any
@@ -78,7 +78,8 @@ class Federation:
     stragglers: each participant completes only 1..E-1 local steps with this probability
     (fedavg and local).
     byzantine: indices of clients whose sent deltas are replaced by `attack` with
-    `attack_scale` (fedsim.engine.faults). These three apply to fedavg.
+    `attack_scale` (fedsim.engine.faults). The aggregator, dropout and Byzantine clients
+    apply to fedavg, which is the algorithm that aggregates deltas.
     """
 
     algorithm: str = "fedavg"
