@@ -325,7 +325,7 @@ if __name__ == "__main__":   # the inputs and their messages, as a markdown tabl
 
     from fedsim.cli import main
 
-    print(f"| # | input | exit | message |\n|---|---|---|---|")
+    print("| # | input | exit | message |\n|---|---|---|---|")
     for i, (argv, _) in enumerate(CASES, 1):
         with tempfile.TemporaryDirectory() as tmp:
             err = io.StringIO()
