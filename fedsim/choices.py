@@ -4,7 +4,8 @@ The command line reads them here, so `fedsim ... --help` starts without importin
 modules that implement each choice import them from here too (one source of truth).
 """
 
-ALGORITHMS = ("fedavg", "centralized", "local")
+ALGORITHMS = ("fedavg", "fedprox", "centralized", "local")
+DELTA_ALGORITHMS = ("fedavg", "fedprox")   # the clients send deltas to an aggregator
 SCHEDULES = ("constant", "inverse_time", "cosine")
 LR_SCHEDULES = ("constant", "cosine")   # set by lr alone (inverse_time needs beta and gamma0)
 SERVER_OPTIMIZERS = ("none", "sgd", "momentum", "adam")
@@ -23,3 +24,4 @@ REGULARIZERS = ("none", "entropy", "kl")
 # MovieLens
 MOVIELENS_RELEASES = ("ml-latest-small", "ml-100k", "ml-1m")
 UPDATES = ("fitted_q", "soft_q", "policy_gradient")
+MOVIELENS_ALGORITHMS = ("fedavg", "centralized", "local")   # the paper's comparison

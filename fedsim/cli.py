@@ -12,11 +12,9 @@ import sys
 from pathlib import Path
 
 from fedsim import interrupt
-from fedsim.choices import (AGGREGATORS, ALGORITHMS, ATTACKS, ESTIMATORS, GRADIENTS, INITS,
-                            LR_SCHEDULES, MOVIELENS_RELEASES, REGULARIZERS, REWARD_FORMS,
-                            SCHEDULES, SERVER_OPTIMIZERS, STARTS, UPDATES)
 from fedsim.errors import ConfigError, check_int, require
 from fedsim.memory import TooLarge
+from fedsim.options import add_options, count, from_args
 
 
 class Parser(argparse.ArgumentParser):
@@ -45,147 +43,22 @@ class HelpFormatter(argparse.HelpFormatter):
         return text + " (default: %(default)s)"
 
 
-def _count(text: str) -> int:
-    """An integer, also written as 1e6 (the sizes of large runs usually are)."""
-    try:
-        return int(text)
-    except ValueError:
-        value = float(text)   # ValueError here: argparse reports "invalid _count value"
-        if not value.is_integer():
-            raise ValueError(text)
-        return int(value)
-
-
-_count.__name__ = "integer"
-
-
-def _lr(text: str):
-    return text if text == "mei" else float(text)
-
-
-def _weights(text: str):
-    return text if text in ("uniform", "samples") else [float(w) for w in text.split(",")]
-
-
-def _lams(text: str) -> float | tuple[float, ...]:
-    values = tuple(float(v) for v in text.split(","))
-    return values[0] if len(values) == 1 else values
-
-
-_lams.__name__ = _weights.__name__ = "list of numbers"
-_lr.__name__ = 'number or "mei"'
-
-
-
 def _add_tabular_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("instance (a seeded family of heterogeneous tabular MDPs)")
-    g.add_argument("--clients", "-K", type=_count, default=10, help="number of clients K (>= 1)")
-    g.add_argument("--states", "-S", type=_count, default=20, help="number of states S (>= 1)")
-    g.add_argument("--actions", "-A", type=_count, default=5, help="number of actions A (>= 2)")
-    g.add_argument("--gamma", type=float, default=0.9, help="discount factor, in [0, 1)")
-    g.add_argument("--transition-heterogeneity", type=float, default=0.0, metavar="H",
-                   help="0: all clients share the dynamics; 1: independent per-client dynamics; "
-                        "in between: P_k = (1-H) P_shared + H P_own")
-    g.add_argument("--reward-heterogeneity", type=float, default=0.0, metavar="H",
-                   help="the same mixing for the intrinsic reward R0")
-    g.add_argument("--branching", type=_count, default=None,
-                   help="next states reachable from each (s, a) (default: all S)")
-    g.add_argument("--r-max", type=float, default=1.0, help="intrinsic rewards lie in [0, r_max]")
-    g.add_argument("--h-max", type=float, default=1.0,
-                   help="human feedback H_k lies in [-h_max, h_max]")
-    g.add_argument("--lam", type=float, default=0.5, help="feedback weight lambda for every client (>= 0)")
-    g.add_argument("--lam-grid", type=float, nargs=2, metavar=("LO", "HI"), default=None,
-                   help="per-client lambda_k = LO + (HI-LO) k/(K-1) (the authors' IMDb grid: 0.1 0.9); "
-                        "instead of --lam")
-    g.add_argument("--reward-form", choices=REWARD_FORMS, default="additive",
-                   help="additive: R0 + lam H; convex: lam H + (1-lam) R0 (needs lam in [0, 1])")
-    g.add_argument("--weights", type=_weights, default="uniform",
-                   help="aggregation weights p_k: uniform, samples (proportional to the clients' "
-                        "sample counts) or K comma-separated non-negative numbers")
-    g.add_argument("--start", choices=STARTS, default="uniform", help="start distribution rho")
-    g.add_argument("--init", choices=INITS, default="zero",
-                   help="initial logits theta0: zero (uniform policy) or random normal")
-    g.add_argument("--instance-seed", type=_count, default=None,
-                   help="seed of the instance (default: --seed)")
+    """The flags of `fedsim run tabular`: generated from the config dataclasses, then the
+    process-level ones."""
+    from fedsim.tabular.config import InstanceSpec, LearnerSpec, TabularRunConfig
 
-    g = p.add_argument_group("local learner (tabular softmax policy gradient)")
-    g.add_argument("--gradient", choices=GRADIENTS, default="exact",
-                   help="exact policy gradient, or sampled trajectories")
-    g.add_argument("--batch", "-B", type=_count, default=16, help="trajectories per sampled gradient (>= 1)")
-    g.add_argument("--horizon", type=_count, default=None,
-                   help="cap on the geometric trajectory length (default: gamma^H <= 1e-7)")
-    g.add_argument("--estimator", choices=ESTIMATORS, default="gpomdp",
-                   help="sampled-gradient estimator")
-    g.add_argument("--reg", choices=REGULARIZERS, default="none",
-                   help="entropy bonus, or KL penalty to the initial policy")
-    g.add_argument("--tau", type=float, default=0.0, help="regularisation weight (> 0 with --reg)")
-
-    g = p.add_argument_group("federation and schedule")
-    g.add_argument("--algorithm", choices=ALGORITHMS, default="fedavg",
-                   help="fedavg (FedRLHF), centralized (pooled objective, same samples) or "
-                        "local (no aggregation)")
-    g.add_argument("--rounds", "-T", type=_count, default=100, help="communication rounds T (>= 1)")
-    g.add_argument("--local-steps", "-E", type=_count, default=5, help="local steps per round E (>= 1)")
-    g.add_argument("--participants", "-m", type=_count, default=None,
-                   help="clients sampled per round without replacement, in [1, K] (default: all)")
-    g.add_argument("--schedule", choices=SCHEDULES, default="constant",
-                   help="constant: eta = --lr; inverse_time: eta_t = beta / (t + gamma0), "
-                        "t counting local steps")
-    g.add_argument("--lr", type=_lr, default=1.0,
-                   help='constant step size (> 0), or "mei" for (1-gamma)^3 / (8 reward span), '
-                        "Mei et al.'s provably safe step")
-    g.add_argument("--beta", type=float, default=1.0, help="beta of the inverse_time schedule (> 0)")
-    g.add_argument("--gamma0", type=float, default=10.0, help="gamma0 of the inverse_time schedule (> 0)")
-    g.add_argument("--server-opt", choices=SERVER_OPTIMIZERS, default="none",
-                   help="optax server optimiser on the pseudo-gradient (none: plain averaging)")
-    g.add_argument("--server-lr", type=float, default=1.0, help="server learning rate (> 0)")
-
-    g = p.add_argument_group("robustness (fedavg: how deltas are combined, and faults)")
-    g.add_argument("--aggregator", choices=AGGREGATORS, default="mean",
-                   help="mean: FedAvg's weighted mean of the deltas; median: coordinate-wise "
-                        "median; trimmed_mean: coordinate-wise mean without the floor(trim n) "
-                        "largest and smallest values (both unweighted, Yin et al. 2018)")
-    g.add_argument("--trim", type=float, default=0.0, metavar="BETA",
-                   help="with --aggregator trimmed_mean: the fraction trimmed at each end, in "
-                        "[0, 0.5) and at least the Byzantine fraction")
-    g.add_argument("--dropout", type=float, default=0.0, metavar="P",
-                   help="each participant's delta is lost with probability P, in [0, 1); a "
-                        "round where all are lost leaves the global policy unchanged")
-    g.add_argument("--stragglers", type=float, default=0.0, metavar="S",
-                   help="each participant, with probability S, completes only a number of "
-                        "local steps drawn uniformly from 1 .. E-1 this round (fedavg, local)")
-    g.add_argument("--byzantine", type=float, default=0.0, metavar="F",
-                   help="fraction of Byzantine clients (drawn from the instance seed), whose "
-                        "sent deltas --attack replaces")
-    g.add_argument("--attack", choices=ATTACKS, default="sign_flip",
-                   help="with --byzantine: sign_flip sends -c x the honest delta, scale c x "
-                        "it, noise N(0, c^2) per coordinate")
-    g.add_argument("--attack-scale", type=float, default=2.5, metavar="C",
-                   help="with --byzantine: the attack's c (FedPG-BR's sign flip: 2.5)")
-
-    g = p.add_argument_group("run")
-    g.add_argument("--seed", type=_count, default=0, help="run seed (>= 0)")
-    g.add_argument("--num-seeds", type=_count, default=1,
-                   help="seeds seed, ..., seed+N-1 run as one vmapped program on the same instance")
-    g.add_argument("--log-every", type=_count, default=1, help="write every N-th round to metrics.csv")
-    g.add_argument("--log-points", type=_count, default=None, metavar="N",
-                   help="instead of --log-every: evaluate and write about N log-spaced rounds "
-                        "(memory O(K + N), not O(T K), for long runs)")
-    g.add_argument("--devices", type=_count, default=1,
-                   help="split the clients over this many devices (jax.sharding); K not a multiple "
-                        "is padded with zero-weight clients. On a CPU, XLA_FLAGS="
-                        "--xla_force_host_platform_device_count=N makes N devices")
-    g.add_argument("--client-block", type=_count, default=None, metavar="B",
-                   help="run the clients' local steps in blocks of B (vmap inside a block): the "
-                        "same results with the working set of B clients; on a 2-core CPU, blocks "
-                        "of 1000 made K = 10000 2.1x faster (measured)")
+    groups = {}
+    for config in (InstanceSpec, LearnerSpec, TabularRunConfig):
+        add_options(p, config, groups)
+    g = groups["run"]
     g.add_argument("--distributed", action="store_true",
                    help="several processes (hosts): call jax.distributed.initialize() first; run "
                         "the same command in every process, with --devices the global count")
     g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                    help="with --distributed, where outside Slurm/Open MPI/TPU: process 0's address")
-    g.add_argument("--num-processes", type=_count, default=None, help="with --distributed: processes")
-    g.add_argument("--process-id", type=_count, default=None, help="with --distributed: this process")
+    g.add_argument("--num-processes", type=count, default=None, help="with --distributed: processes")
+    g.add_argument("--process-id", type=count, default=None, help="with --distributed: this process")
     g.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -207,6 +80,7 @@ TABULAR_ONLY_WITH = [
     ("--server-lr", lambda a: a.server_opt != "none", "with --server-opt sgd, momentum or adam"),
     ("--log-every", lambda a: a.log_points is None, "without --log-points"),
     ("--trim", lambda a: a.aggregator == "trimmed_mean", "with --aggregator trimmed_mean"),
+    ("--mu", lambda a: a.algorithm == "fedprox", "with --algorithm fedprox"),
     ("--attack", lambda a: a.byzantine > 0, "with --byzantine F > 0"),
     ("--attack-scale", lambda a: a.byzantine > 0, "with --byzantine F > 0"),
     ("--coordinator", lambda a: a.distributed, "with --distributed"),
@@ -244,32 +118,14 @@ def reject_ignored(given: set[str], args: argparse.Namespace, rules) -> None:
 
 
 def tabular_config(args: argparse.Namespace):
-    from fedsim.tabular.experiment import TabularRunConfig
-    from fedsim.tabular.mdp import InstanceSpec
-    from fedsim.tabular.task import LearnerSpec
+    from fedsim.tabular.config import InstanceSpec, LearnerSpec, TabularRunConfig
 
     if args.instance_seed is not None:
         check_int("instance_seed", args.instance_seed, 0)
-    instance = InstanceSpec(
-        num_clients=args.clients, num_states=args.states, num_actions=args.actions,
-        gamma=args.gamma, transition_heterogeneity=args.transition_heterogeneity,
-        reward_heterogeneity=args.reward_heterogeneity, branching=args.branching,
-        r_max=args.r_max, h_max=args.h_max, lam=args.lam,
-        lam_grid=tuple(args.lam_grid) if args.lam_grid else None, reward_form=args.reward_form,
-        weights=args.weights, start=args.start, init=args.init,
-        seed=args.seed if args.instance_seed is None else args.instance_seed)
-    learner = LearnerSpec(gradient=args.gradient, batch=args.batch, horizon=args.horizon,
-                          estimator=args.estimator, reg=args.reg, tau=args.tau)
-    return TabularRunConfig(
-        instance=instance, learner=learner, algorithm=args.algorithm, rounds=args.rounds,
-        local_steps=args.local_steps, participants=args.participants, schedule=args.schedule,
-        lr=args.lr, beta=args.beta, gamma0=args.gamma0, server_optimizer=args.server_opt,
-        server_lr=args.server_lr, seed=args.seed, num_seeds=args.num_seeds,
-        log_every=args.log_every, log_points=args.log_points, devices=args.devices,
-        client_block=args.client_block, aggregator=args.aggregator, trim=args.trim,
-        dropout=args.dropout, stragglers=args.stragglers, byzantine=args.byzantine,
-        attack=args.attack,
-        attack_scale=args.attack_scale)
+    instance = from_args(InstanceSpec, args, seed=args.seed if args.instance_seed is None
+                         else args.instance_seed)
+    return from_args(TabularRunConfig, args, instance=instance,
+                     learner=from_args(LearnerSpec, args))
 
 
 def jax_process_index() -> int:
@@ -311,24 +167,12 @@ def _run_tabular(args: argparse.Namespace, config=None) -> int:
 
 
 def movielens_config(args: argparse.Namespace):
-    from fedsim.movielens.clients import FeedbackSpec
+    from fedsim.movielens.config import FeedbackSpec, ModelSpec, MovieLensRunConfig
     from fedsim.movielens.data import download
-    from fedsim.movielens.experiment import MovieLensRunConfig
-    from fedsim.movielens.task import ModelSpec
 
-    data = args.data
-    if args.download:
-        data = str(download(Path(args.download), args.dataset))
-    return MovieLensRunConfig(
-        data=data, hub=args.hub, dataset=args.dataset, clients=args.clients,
-        users_per_client=args.users_per_client, lam=args.lam,
-        feedback=FeedbackSpec(args.noise, args.band, args.taste, args.pairs),
-        model=ModelSpec(args.dim, args.hidden, args.batch, args.private_lr, args.embedding_scale,
-                        update=args.update, gamma=args.gamma, temperature=args.temperature,
-                        year=args.year),
-        algorithms=tuple(ALGORITHMS) if args.algorithm == "all" else (args.algorithm,),
-        rounds=args.rounds, local_epochs=args.local_epochs, lr=args.lr,
-        schedule=args.schedule, seed=args.seed, num_seeds=args.num_seeds)
+    data = str(download(Path(args.download), args.dataset)) if args.download else args.data
+    return from_args(MovieLensRunConfig, args, data=data, feedback=from_args(FeedbackSpec, args),
+                     model=from_args(ModelSpec, args))
 
 
 def _run_movielens(args: argparse.Namespace, config=None) -> int:
@@ -489,67 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "with centralized and local-only training. Held-out accuracy on each user's "
                     "20% test ratings. Writes config.json, provenance.json, metrics.csv, "
                     "clients.csv, cells/ (finished cells, to resume from) and summary.json.")
-    g = movielens.add_argument_group("data")
-    g.add_argument("--data", default=None,
-                   help="the dataset's zip (e.g. ml-latest-small.zip), its unpacked folder, or "
-                        "a folder holding the zip; the only place looked at when given "
-                        "(default: $FEDSIM_DATA, else shared/data/ beside the project)")
-    g.add_argument("--hub", default=None, metavar="NAME",
-                   help="read the ratings with the Hugging Face datasets library instead: a "
-                        "folder saved by Dataset.save_to_disk, or a hub name (fetched online); "
-                        "columns userId, movieId, rating, genres (or user_id, movie_id/item_id, "
-                        "...)")
-    g.add_argument("--download", default=None, metavar="DIR",
-                   help="fetch the dataset's GroupLens zip into DIR first (needs the internet)")
-    g.add_argument("--dataset", choices=MOVIELENS_RELEASES + ("synthetic",),
-                   default="ml-latest-small",
-                   help="a GroupLens release (checksum verified), or synthetic: a small generated "
-                        "look-alike (no data needed)")
-    g.add_argument("--clients", "-K", type=_count, default=None,
-                   help="clients drawn (default: all users, e.g. 610 in ml-latest-small)")
-    g.add_argument("--users-per-client", type=_count, default=1,
-                   help="users each client holds (> 1: random groups, pooled feedback, one "
-                        "personal embedding per user)")
-    g = movielens.add_argument_group("feedback (simulated, per client)")
-    g.add_argument("--lam", type=_lams, default=0.5,
-                   help="feedback weight lambda (>= 0), or several comma-separated (0,0.5,1): "
-                        "the personalisation trade-off, one compilation for all")
-    g.add_argument("--noise", type=float, default=0.1, help="sigma of the noisy rating")
-    g.add_argument("--band", type=float, default=0.5, help='half-width of "about right", stars')
-    g.add_argument("--taste", type=float, default=1.0, help="scale of the genre bias, stars")
-    g.add_argument("--pairs", type=_count, default=64, help="pairwise comparisons per client")
-    g = movielens.add_argument_group("model and training")
-    g.add_argument("--algorithm", choices=ALGORITHMS + ("all",), default="all",
-                   help="fedavg (FedRLHF), centralized, local, or all three")
-    g.add_argument("--update", choices=UPDATES,
-                   default="fitted_q",
-                   help="local update: fitted Q-learning (the authors'); soft_q: softmax(Q) fitted "
-                        "by cross-entropy to the soft-optimal policy softmax(r / --temperature); "
-                        "or REINFORCE on softmax(Q) with a minibatch-mean baseline")
-    g.add_argument("--temperature", type=float, default=0.5,
-                   help="temperature of the soft-optimal policy (soft_q only; > 0)")
-    g.add_argument("--gamma", type=float, default=0.0,
-                   help="fitted-Q bootstrap discount on the next training rating (the authors' "
-                        "0.99; it shifts both actions' targets alike)")
-    g.add_argument("--rounds", "-T", type=_count, default=20, help="communication rounds")
-    g.add_argument("--local-epochs", type=_count, default=5,
-                   help="local epochs a round (an epoch: mean training ratings / batch steps)")
-    g.add_argument("--lr", type=float, default=0.01, help="step size of the shared parameters")
-    g.add_argument("--schedule", choices=LR_SCHEDULES, default="constant",
-                   help="step size of the shared parameters over the run: --lr throughout, or "
-                        "annealed from --lr to 0 by a half cosine")
-    g.add_argument("--private-lr", type=float, default=0.03,
-                   help="Adam step size of the personal parameters")
-    g.add_argument("--embedding-scale", type=float, default=100.0,
-                   help="gain of the movie embeddings' gradient steps relative to --lr")
-    g.add_argument("--year", action="store_true",
-                   help="give the Q-network each movie's release year (from its title) beside "
-                        "its genres")
-    g.add_argument("--dim", type=_count, default=16, help="embedding size")
-    g.add_argument("--hidden", type=_count, default=64, help="MLP width")
-    g.add_argument("--batch", type=_count, default=32, help="ratings per local step")
-    g.add_argument("--seed", type=_count, default=0, help="split, clients and feedback")
-    g.add_argument("--num-seeds", type=_count, default=5, help="training seeds (vmapped)")
+    from fedsim.movielens.config import FeedbackSpec, ModelSpec, MovieLensRunConfig
+
+    groups = {}
+    for config in (MovieLensRunConfig, FeedbackSpec, ModelSpec):
+        add_options(movielens, config, groups)
+    groups["data"].add_argument(
+        "--download", default=None, metavar="DIR",
+        help="fetch the dataset's GroupLens zip into DIR first (needs the internet)")
+    g = groups["model and training"]
     g.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     g.add_argument("--quiet", action="store_true", help="no progress output")
     movielens.set_defaults(handler=_run_movielens, task_parser=movielens)

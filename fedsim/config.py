@@ -15,8 +15,8 @@ from fedsim.rundir import read_config
 
 
 def _config_classes() -> dict:
-    from fedsim.movielens.experiment import MovieLensRunConfig
-    from fedsim.tabular.experiment import TabularRunConfig
+    from fedsim.movielens.config import MovieLensRunConfig
+    from fedsim.tabular.config import TabularRunConfig
 
     return {"tabular": TabularRunConfig, "movielens": MovieLensRunConfig}
 

@@ -23,9 +23,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("fedsim", "jax", "jaxlib", "flax", "optax", "numpy")
 
 # What each kind of result depends on (paths relative to the project root).
-SIMULATOR = ("fedsim/engine", "fedsim/tabular", "fedsim/errors.py")
+ENGINE = ("fedsim/engine", "fedsim/algorithms", "fedsim/choices.py", "fedsim/errors.py",
+          "fedsim/options.py")
+SIMULATOR = ENGINE + ("fedsim/tabular",)
 SWEEPS = SIMULATOR + ("theory", "sweeps")
-MOVIELENS = ("fedsim/engine", "fedsim/movielens", "fedsim/errors.py")
+MOVIELENS = ENGINE + ("fedsim/movielens",)
 
 
 def version(package: str) -> str | None:

@@ -114,7 +114,7 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
                   gradient="exact", batch=1, horizon=1, estimator="gpomdp", tau=0.0,
                   log_ref=0.0, server_lr=None, aggregator="mean", trim=0.0, dropout=0.0,
                   byzantine=(), attack="sign_flip", attack_scale=2.5, arrived=None,
-                  stragglers=0.0, steps_done=None) -> dict:
+                  stragglers=0.0, steps_done=None, mu=0.0) -> dict:
     """Replay a tabular run; returns per-round J, J0 and the final parameters.
 
     arrays: P, R0, H, lam, p, rho, gamma, theta0, step_sizes (T, E), reward_form, as in
@@ -124,6 +124,8 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
     deltas that reached the server (instance.npz's "arrived" for one seed), used instead of
     drawing the dropouts. stragglers: as in Federation; steps_done: the realised (T, K)
     local steps (instance.npz's "steps_done" for one seed), used instead of drawing them.
+    mu: FedProx's proximal coefficient (algorithm "fedprox": a client's local direction is
+    its policy gradient minus mu (theta_k - theta), theta the round's global parameters).
     """
     P, R0, H = (np.asarray(arrays[n], np.float64) for n in ("P", "R0", "H"))
     lam, p, rho = (np.asarray(arrays[n], np.float64) for n in ("lam", "p", "rho"))
@@ -166,7 +168,10 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
             for k in idx:
                 th = (held[k] if algorithm == "local" else theta).copy()
                 for e in range(done[k]):
-                    th = th + lrs[t, e] * direction(k, th, client_step_key(keys[k], e))
+                    d = direction(k, th, client_step_key(keys[k], e))
+                    if algorithm == "fedprox":
+                        d = d - mu * (th - theta)
+                    th = th + lrs[t, e] * d
                 held[k] = th
             sent = [attacked(held[k] - theta, attack, attack_scale, fault_key(run_key, t, k))
                     if k in byzantine else held[k] - theta for k in idx]

@@ -24,8 +24,10 @@ import json
 import numpy as np
 
 from fedsim.engine import Federation, log_checkpoints, step_sizes
-from fedsim.tabular.mdp import InstanceSpec, TabularInstance, make_instance
-from fedsim.tabular.task import LearnerSpec, regularizer
+from fedsim.tabular.mdp import TabularInstance, make_instance
+from fedsim.tabular.config import InstanceSpec
+from fedsim.tabular.task import regularizer
+from fedsim.tabular.config import LearnerSpec
 from sweeps.rate import pilot_constants
 from sweeps.runner import Sweep
 from sweeps.simulate import simulate_grid

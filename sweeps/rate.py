@@ -22,8 +22,10 @@ import numpy as np
 
 from fedsim.engine import Federation, log_checkpoints, step_sizes
 from fedsim.tabular import oracles
-from fedsim.tabular.mdp import InstanceSpec, make_instance
-from fedsim.tabular.task import LearnerSpec, regularizer
+from fedsim.tabular.mdp import make_instance
+from fedsim.tabular.config import InstanceSpec
+from fedsim.tabular.task import regularizer
+from fedsim.tabular.config import LearnerSpec
 from sweeps.runner import Sweep
 from sweeps.simulate import simulate, simulate_grid
 from theory import bounds, checks, constants, rates

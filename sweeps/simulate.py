@@ -13,11 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedsim.engine import (Federation, Task, init_state, make_checkpointed_run,
-                           raise_if_nonfinite)
+from fedsim.engine import Federation, HParams, Task, make_train, raise_if_nonfinite
 from fedsim.engine.grid import grid_vmap
 from fedsim.tabular.mdp import TabularInstance, client_data
-from fedsim.tabular.task import LearnerSpec, make_task
+from fedsim.tabular.task import TabularHParams, make_task
+from fedsim.tabular.config import LearnerSpec
 
 
 def _task(instances: list[TabularInstance], learner: LearnerSpec, keep_params: bool) -> Task:
@@ -29,26 +29,29 @@ def _task(instances: list[TabularInstance], learner: LearnerSpec, keep_params: b
     task = make_task(first, learner)
     if not keep_params:
         return task
-    base = task.evaluate
-    return Task(task.init_private, task.direction,
-                lambda p, cp, pr, d, w: {**base(p, cp, pr, d, w), "theta": p})
+    def evaluate(params, clients, data, hparams, weights):
+        metrics, client_metrics = task.evaluate(params, clients, data, hparams, weights)
+        return {**metrics, "theta": params}, client_metrics
+
+    return task._replace(evaluate=evaluate)
 
 
 def _one_run(task: Task, fed: Federation, theta0, checkpoints):
-    def run(data, weights, key, lrs, lam=None):
-        if lam is not None:
-            data = {**data, "lam": lam}
-        state = init_state(task, fed, theta0, data, key)
-        state, metrics = make_checkpointed_run(task, fed)(state, data, weights, key, lrs,
-                                                          jnp.asarray(checkpoints, jnp.int32))
-        return state.nonfinite_round, metrics
+    train = make_train(task, fed.algorithm_parts(), fed)
+
+    def run(data, weights, key, lrs, lam):
+        hparams = HParams(TabularHParams(lam), fed.algorithm_hparams())
+        state, metrics = train(theta0, data, weights, hparams, key, lrs,
+                               jnp.asarray(checkpoints, jnp.int32))
+        return state.nonfinite_round, {**metrics.round, **metrics.clients}
 
     return run
 
 
 def _stack(instances):
     data = jax.tree.map(lambda *xs: jnp.stack(xs), *[client_data(inst) for inst in instances])
-    return data, jnp.stack([jnp.asarray(inst.p) for inst in instances])
+    lams = jnp.stack([jnp.asarray(inst.lam) for inst in instances])
+    return data, jnp.stack([jnp.asarray(inst.p) for inst in instances]), lams
 
 
 def _finish(nonfinite, metrics) -> dict:
@@ -64,11 +67,11 @@ def simulate(instances: list[TabularInstance], seeds, learner: LearnerSpec, fed:
     if keep_params.
     """
     task = _task(instances, learner, keep_params)
-    data, weights = _stack(instances)
+    data, weights, lams = _stack(instances)
     keys = jax.vmap(jax.random.key)(jnp.asarray(np.asarray(seeds), jnp.uint32))
     lrs = jnp.asarray(np.asarray(step_sizes, np.float32))
     run = _one_run(task, fed, jnp.asarray(instances[0].theta0), checkpoints)
-    return _finish(*jax.jit(jax.vmap(run))(data, weights, keys, lrs))
+    return _finish(*jax.jit(jax.vmap(run))(data, weights, keys, lrs, lams))
 
 
 def simulate_grid(instances: list[TabularInstance], seeds, learner: LearnerSpec, fed: Federation,
@@ -82,14 +85,16 @@ def simulate_grid(instances: list[TabularInstance], seeds, learner: LearnerSpec,
     n_seeds, checkpoints).
     """
     task = _task(instances, learner, keep_params)
-    data, weights = _stack(instances)
+    data, weights, own_lams = _stack(instances)
     keys = jax.vmap(jax.random.key)(jnp.asarray(np.asarray(seeds), jnp.uint32))
     axes = (("lam",) if lams is not None else ()) + ("instance", "seed")
     varies = {"data": ["instance"], "weights": ["instance"], "key": ["seed"],
               "lrs": [a for a in axes if a in step_axes]}
     args = dict(data=data, weights=weights, key=keys,
                 lrs=jnp.asarray(np.asarray(step_sizes, np.float32)))
-    if lams is not None:
+    if lams is None:   # each instance's own lambda
+        varies["lam"], args["lam"] = ["instance"], own_lams
+    else:
         varies["lam"], args["lam"] = ["lam"], jnp.asarray(np.asarray(lams, np.float32))
     run = _one_run(task, fed, jnp.asarray(instances[0].theta0), checkpoints)
     return _finish(*jax.jit(grid_vmap(run, axes, varies))(**args))

@@ -20,8 +20,9 @@ import numpy as np
 from fedsim.engine import Federation, log_checkpoints, step_sizes
 from fedsim.reference import policy_values
 from fedsim.tabular import oracles
-from fedsim.tabular.mdp import InstanceSpec, TabularInstance, make_instance
-from fedsim.tabular.task import LearnerSpec
+from fedsim.tabular.mdp import TabularInstance, make_instance
+from fedsim.tabular.config import InstanceSpec
+from fedsim.tabular.config import LearnerSpec
 from sweeps.runner import Sweep
 from sweeps.simulate import simulate_grid
 from theory import bounds, checks, constants, rates

@@ -7,9 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fedsim.engine import Federation, init_state, make_run, step_sizes
-from fedsim.tabular.mdp import InstanceSpec, client_data, make_instance
-from fedsim.tabular.task import LearnerSpec, make_task
+from fedsim.engine import Federation, HParams, every_round, make_trainer, step_sizes
+from fedsim.tabular.mdp import client_data, make_instance
+from fedsim.tabular.config import InstanceSpec
+from fedsim.tabular.task import client_hparams, make_task
+from fedsim.tabular.config import LearnerSpec
 
 
 def small_instance(**overrides):
@@ -19,17 +21,30 @@ def small_instance(**overrides):
     return make_instance(InstanceSpec(**spec))
 
 
-def engine_run(instance, learner: LearnerSpec, fed: Federation, lrs, seed=0, jit=True):
-    """Initialise and run the vmapped engine; returns (final state, metrics as numpy)."""
+def flat(metrics) -> dict:
+    """An engine Metrics as one dict of numpy arrays (round, per-client and aux metrics)."""
+    return {k: np.asarray(v) for part in metrics for k, v in part.items()}
+
+
+def tabular_problem(instance, fed: Federation):
+    """(data, weights, hparams) of a tabular instance under `fed`."""
+    return (client_data(instance), jnp.asarray(instance.p),
+            HParams(client_hparams(instance), fed.algorithm_hparams()))
+
+
+def engine_run(instance, learner: LearnerSpec, fed: Federation, lrs, seed=0, jit=True,
+               algorithm=None, mesh=None):
+    """Initialise and run the engine, evaluating every round; returns (final state, metrics
+    as one dict of numpy arrays)."""
     task = make_task(instance, learner)
-    data, weights = client_data(instance), jnp.asarray(instance.p)
+    trainer = make_trainer(task, algorithm or fed.algorithm_parts(), fed, mesh)
+    data, weights, hparams = tabular_problem(instance, fed)
     key = jax.random.key(seed)
-    state = init_state(task, fed, jnp.asarray(instance.theta0), data, key)
-    run = make_run(task, fed)
-    if jit:
-        run = jax.jit(run)
-    state, metrics = run(state, data, weights, key, jnp.asarray(lrs), 0)
-    return state, jax.tree.map(np.asarray, metrics)
+    init, run = (jax.jit(trainer.init), jax.jit(trainer.run)) if jit else trainer
+    state = init(jnp.asarray(instance.theta0), data, key)
+    state, metrics = run(state, data, weights, hparams, key, jnp.asarray(lrs),
+                         every_round(len(lrs)))
+    return state, flat(metrics)
 
 
 def reference_arrays(instance, lrs) -> dict:

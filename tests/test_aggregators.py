@@ -16,7 +16,7 @@ from conftest import engine_run, reference_arrays, small_instance
 from fedsim.engine import Federation, step_sizes
 from fedsim.engine.aggregators import coordinate_median, dp_mean, trimmed_mean, weighted_mean
 from fedsim.errors import ConfigError
-from fedsim.tabular.task import LearnerSpec
+from fedsim.tabular.config import LearnerSpec
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 K = 6
@@ -36,13 +36,13 @@ def _compare(fed: Federation, gradient: str, seed: int = 3, reference=R.referenc
                     algorithm=fed.algorithm, participants=fed.participants, gradient=gradient,
                     batch=2, horizon=8, aggregator=fed.aggregator, trim=fed.trim,
                     dropout=fed.dropout, byzantine=fed.byzantine, attack=fed.attack,
-                    attack_scale=fed.attack_scale, stragglers=fed.stragglers)
+                    attack_scale=fed.attack_scale, stragglers=fed.stragglers, mu=fed.mu)
     return state, metrics, ref
 
 
 def _close(state, metrics, ref) -> bool:
     return (np.allclose(np.asarray(state.params), ref["theta"], **TOL)
-            and np.allclose(np.asarray(state.client_params), ref["client_thetas"], **TOL)
+            and np.allclose(np.asarray(state.clients.params), ref["client_thetas"], **TOL)
             and np.allclose(metrics["J"], ref["J"], **TOL))
 
 
@@ -77,10 +77,19 @@ def test_engine_equals_reference_with_byzantine_clients(fault, aggregator):
 
 @pytest.mark.parametrize("algorithm,participants,gradient", [
     ("fedavg", None, "exact"), ("fedavg", 4, "sampled"), ("local", None, "sampled"),
-    ("local", 4, "exact")])
+    ("local", 4, "exact"), ("fedprox", 4, "sampled")])
 def test_engine_equals_reference_with_stragglers(algorithm, participants, gradient):
-    fed = Federation(algorithm, 4, participants=participants, stragglers=0.5)
+    fed = Federation(algorithm, 4, participants=participants, stragglers=0.5,
+                     mu=0.5 if algorithm == "fedprox" else 0.0)
     assert _close(*_compare(fed, gradient))
+
+
+@pytest.mark.parametrize("aggregator,mode", [("median", "sampled+dropout"),
+                                             ("trimmed_mean", "dropout")])
+def test_fedprox_equals_reference_with_robust_aggregation_and_faults(aggregator, mode):
+    fed = Federation("fedprox", 2, **AGGREGATORS[aggregator], **MODES[mode], mu=0.6,
+                     byzantine=(4,), attack="scale", attack_scale=2.0)
+    assert _close(*_compare(fed, "exact"))
 
 
 def _buggy(**bugs):
@@ -137,6 +146,11 @@ def test_aggregators_on_known_values():
     assert value(trimmed_mean(0.0), every) == pytest.approx(11.2)
     for agg in (weighted_mean(), coordinate_median(), trimmed_mean(0.2)):
         assert value(agg, jnp.zeros(5)) == 0.0   # nobody arrived: the parameters stay
+    # Too few arrived to trim: floor(0.45 n) < n / 2 always leaves at least one value, so
+    # with 1 or 2 arrivals nothing is cut and the trimmed mean is their plain mean.
+    assert value(trimmed_mean(0.45), jnp.asarray([0.0, 0, 1, 0, 0])) == pytest.approx(3.0)
+    assert value(trimmed_mean(0.45), jnp.asarray([1.0, 0, 0, 1, 0])) == pytest.approx(50.5)
+    assert value(trimmed_mean(0.45), jnp.asarray([1.0, 1, 1, 0, 0])) == pytest.approx(2.0)
 
 
 def test_dp_hook_clips_each_delta_and_adds_seeded_server_noise():
@@ -178,6 +192,9 @@ def test_a_round_where_every_client_drops_leaves_the_parameters_and_is_counted()
     (Federation("fedavg", 1, stragglers=0.5), "stragglers"),
     (Federation("fedavg", 2, stragglers=1.5), "stragglers"),
     (Federation("centralized", 2, stragglers=0.5), "algorithm"),
+    (Federation("fedprox", 2, mu=-0.1), "mu"),
+    (Federation("fedprox", 2, mu=float("nan")), "mu"),
+    (Federation("fedavg", 2, mu=0.5), "mu"),
 ])
 def test_bad_robustness_settings_are_refused_before_compilation(fed, named):
     with pytest.raises(ConfigError) as error:

@@ -12,7 +12,8 @@ import pytest
 from fedsim.cli import main
 from fedsim.reference import reference_run
 from fedsim.rundir import read_config
-from fedsim.tabular.mdp import InstanceSpec, make_instance
+from fedsim.tabular.mdp import make_instance
+from fedsim.tabular.config import InstanceSpec
 
 SMALL = ["--clients", "3", "--states", "4", "--actions", "3", "--rounds", "6", "--local-steps", "2",
          "--quiet"]

@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import engine_run, small_instance
-from fedsim.engine import (Federation, Task, init_state, make_round, make_run,
-                           participant_weights, raise_if_nonfinite, sample_participants,
-                           step_sizes, weighted_sum)
-from fedsim.tabular.mdp import client_data
-from fedsim.tabular.task import LearnerSpec, make_task
+from conftest import engine_run, flat, small_instance, tabular_problem
+from fedsim.engine import (Direction, Federation, HParams, Task, every_round, make_train,
+                           make_train_round, make_trainer, participant_weights,
+                           raise_if_nonfinite, sample_participants, step_sizes, weighted_sum)
+from fedsim.tabular.task import make_task
+from fedsim.tabular.config import LearnerSpec
 
 
 def test_jit_and_no_jit_agree(constant_lrs):
@@ -31,13 +31,16 @@ def test_round_is_traced_once_per_shape():
     inst = small_instance()
     task = make_task(inst, LearnerSpec())
     fed = Federation("fedavg", 2, participants=2)
-    data, weights = client_data(inst), jnp.asarray(inst.p)
-    round_fn = jax.jit(chex.assert_max_traces(make_round(task, fed), n=1))
+    data, weights, hparams = tabular_problem(inst, fed)
+    algorithm = fed.algorithm_parts()
+    round_fn = jax.jit(chex.assert_max_traces(make_train_round(task, algorithm, fed), n=1))
     key = jax.random.key(0)
-    state = init_state(task, fed, jnp.asarray(inst.theta0), data, key)
-    for t in range(4):  # new round index, step sizes, weights and key: same shapes, no retrace
-        state, _ = round_fn(state, data, weights * (t + 1) / (t + 1), jax.random.key(t),
-                            jnp.int32(t), jnp.full((2,), 0.1 * (t + 1), jnp.float32))
+    state = make_trainer(task, algorithm, fed).init(jnp.asarray(inst.theta0), data, key)
+    for t in range(4):  # new round index, step sizes, weights, lambda, key: no retrace
+        state, _ = round_fn(state, data, weights * (t + 1) / (t + 1),
+                            hparams._replace(task=hparams.task._replace(lam=hparams.task.lam * t)),
+                            jax.random.key(t), jnp.int32(t),
+                            jnp.full((2,), 0.1 * (t + 1), jnp.float32))
     chex.clear_trace_counter()
 
 
@@ -91,29 +94,34 @@ def test_cosine_schedule_anneals_from_lr_towards_zero():
 def test_chunked_run_equals_one_scan():
     inst = small_instance()
     task, fed = make_task(inst, LearnerSpec("sampled", batch=2, horizon=6)), Federation("fedavg", 2, 3)
-    data, weights, key = client_data(inst), jnp.asarray(inst.p), jax.random.key(5)
+    data, weights, hparams = tabular_problem(inst, fed)
+    key = jax.random.key(5)
     lrs = jnp.asarray(step_sizes("inverse_time", 6, 2, beta=1.0, gamma0=3.0))
-    run = jax.jit(make_run(task, fed))
-    state0 = init_state(task, fed, jnp.asarray(inst.theta0), data, key)
-    whole, m_whole = run(state0, data, weights, key, lrs, 0)
-    half, m1 = run(state0, data, weights, key, lrs[:3], 0)
-    rest, m2 = run(half, data, weights, key, lrs[3:], 3)
+    trainer = make_trainer(task, fed.algorithm_parts(), fed)
+    run = jax.jit(trainer.run)
+    state0 = trainer.init(jnp.asarray(inst.theta0), data, key)
+    whole, m_whole = run(state0, data, weights, hparams, key, lrs, every_round(6), 0)
+    half, m1 = run(state0, data, weights, hparams, key, lrs, every_round(3), 0)
+    rest, m2 = run(half, data, weights, hparams, key, lrs, every_round(6)[3:], 3)
     np.testing.assert_array_equal(whole.params, rest.params)
-    np.testing.assert_array_equal(m_whole["J"], np.concatenate([m1["J"], m2["J"]]))
+    np.testing.assert_array_equal(m_whole.round["J"],
+                                  np.concatenate([m1.round["J"], m2.round["J"]]))
 
 
 def test_seed_vmap_equals_separate_runs(constant_lrs):
     inst = small_instance()
     learner, fed = LearnerSpec("sampled", batch=2, horizon=6), Federation("fedavg", 2)
-    task, data, weights = make_task(inst, learner), client_data(inst), jnp.asarray(inst.p)
+    task = make_task(inst, learner)
+    data, weights, hparams = tabular_problem(inst, fed)
     theta0, lrs = jnp.asarray(inst.theta0), jnp.asarray(constant_lrs)
+    train = make_train(task, fed.algorithm_parts(), fed)
 
-    def simulate(key):
-        state = init_state(task, fed, theta0, data, key)
-        return make_run(task, fed)(state, data, weights, key, lrs, 0)
+    def simulate(key):   # a whole run, vmapped over seeds: PureJaxRL's shape
+        return train(theta0, data, weights, hparams, key, lrs, every_round(len(lrs)))
 
     keys = jax.vmap(jax.random.key)(jnp.arange(3))
     batched_state, batched_m = jax.jit(jax.vmap(simulate))(keys)
+    batched_m = flat(batched_m)
     for i in range(3):
         state, m = engine_run(inst, learner, fed, constant_lrs, seed=i)
         np.testing.assert_allclose(batched_state.params[i], state.params, rtol=1e-6, atol=1e-6)
@@ -159,26 +167,32 @@ def test_flax_policy_with_private_client_state():
     def objective(params, reward_model):
         return jnp.mean(jax.nn.softmax(model.apply(params, states)) @ reward_model)
 
-    def direction(params, private, data, key):
+    def direction(params, personal, private, data, hparams, key):
         private = {"reward_model": private["reward_model"] + 0.0 * data, "steps": private["steps"] + 1}
-        return jax.grad(objective)(params, private["reward_model"]), private
+        return Direction(jax.grad(objective)(params, private["reward_model"]), private=private,
+                         aux={"objective": objective(params, private["reward_model"])})
 
-    def evaluate(params, client_params, private, data, weights):
-        return {"J": jnp.zeros(())}
+    def evaluate(params, clients, data, hparams, weights):
+        return {"J": jnp.zeros(())}, {}
 
     task = Task(init_private, direction, evaluate)
     fed = Federation("fedavg", E)
     data, weights = jnp.zeros((K, A)), jnp.asarray([0.5, 0.25, 0.25])
     key = jax.random.key(1)
-    state = init_state(task, fed, params0, data, key)
-    run = jax.jit(make_run(task, fed))
-    new, _ = run(state, data, weights, key, jnp.full((3, E), 0.5, jnp.float32), 0)
+    trainer = make_trainer(task, fed.algorithm_parts(), fed)
+    state = trainer.init(params0, data, key)
+    new, metrics = jax.jit(trainer.run)(state, data, weights, HParams(), key,
+                                        jnp.full((3, E), 0.5, jnp.float32), every_round(3))
     # Private state: never aggregated, per client, updated only by its own client.
-    np.testing.assert_array_equal(new.private["reward_model"], state.private["reward_model"])
-    assert not np.allclose(new.private["reward_model"][0], new.private["reward_model"][1])
-    np.testing.assert_array_equal(new.private["steps"], [3 * E] * K)
+    private, private0 = new.clients.private, state.clients.private
+    np.testing.assert_array_equal(private["reward_model"], private0["reward_model"])
+    assert not np.allclose(private["reward_model"][0], private["reward_model"][1])
+    np.testing.assert_array_equal(private["steps"], [3 * E] * K)
+    # Aux metrics come out stacked per logged round: the participants' weighted mean.
+    assert metrics.aux["objective"].shape == (3,)
+    assert np.all(np.isfinite(metrics.aux["objective"]))
     # Global parameters are the weighted average of what the clients held after the last round.
-    expected = weighted_sum(new.client_params, weights)
+    expected = weighted_sum(new.clients.params, weights)
     chex.assert_trees_all_close(new.params, expected, rtol=1e-6)
     chex.assert_trees_all_equal_shapes(new.params, params0)
 
@@ -196,36 +210,34 @@ def test_every_client_step_gets_its_own_key():
 
 
 def test_checkpointed_run_equals_full_run_at_the_checkpoints():
-    from fedsim.engine import log_checkpoints, make_checkpointed_run
+    from fedsim.engine import log_checkpoints
 
     inst = small_instance()
     task, fed = make_task(inst, LearnerSpec("sampled", batch=2, horizon=6)), Federation("fedavg", 2, 3)
-    data, weights, key = client_data(inst), jnp.asarray(inst.p), jax.random.key(2)
+    data, weights, hparams = tabular_problem(inst, fed)
+    key = jax.random.key(2)
     lrs = jnp.asarray(step_sizes("inverse_time", 40, 2, beta=1.0, gamma0=3.0))
-    state0 = init_state(task, fed, jnp.asarray(inst.theta0), data, key)
-    full_state, full = jax.jit(make_run(task, fed))(state0, data, weights, key, lrs, 0)
+    train = jax.jit(make_train(task, fed.algorithm_parts(), fed))
+    theta0 = jnp.asarray(inst.theta0)
+    full_state, full = train(theta0, data, weights, hparams, key, lrs, every_round(40))
     checkpoints = log_checkpoints(40, 8)
     assert checkpoints[0] == 1 and checkpoints[-1] == 40 and np.all(np.diff(checkpoints) > 0)
-    state, sparse = jax.jit(make_checkpointed_run(task, fed))(state0, data, weights, key, lrs,
-                                                             checkpoints)
-    np.testing.assert_allclose(sparse["J"], full["J"][checkpoints - 1], rtol=1e-6)
+    state, sparse = train(theta0, data, weights, hparams, key, lrs, checkpoints)
+    np.testing.assert_allclose(sparse.round["J"], full.round["J"][checkpoints - 1], rtol=1e-6)
     np.testing.assert_allclose(state.params, full_state.params, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("algorithm,participants", [("fedavg", None), ("local", None),
-                                                    ("centralized", None), ("fedavg", 2)])
+                                                    ("centralized", None), ("fedavg", 2),
+                                                    ("fedprox", 2)])
 def test_client_blocks_equal_one_vmap(algorithm, participants):
     """Federation.client_block (lax.map over blocks, vmap inside) computes the same rounds;
     a block size that does not divide the clients leaves a remainder block."""
     inst = small_instance()   # 4 clients: blocks of 3 leave a remainder of 1
-    task = make_task(inst, LearnerSpec("sampled", batch=2, horizon=6))
-    data, weights, key = client_data(inst), jnp.asarray(inst.p), jax.random.key(3)
     lrs = jnp.full((6, 2), 0.5)
-    results = []
-    for block in (None, 3):
-        fed = Federation(algorithm, 2, participants, client_block=block)
-        state0 = init_state(task, fed, jnp.asarray(inst.theta0), data, key)
-        results.append(jax.jit(make_run(task, fed))(state0, data, weights, key, lrs, 0))
+    results = [engine_run(inst, LearnerSpec("sampled", batch=2, horizon=6),
+                          Federation(algorithm, 2, participants, client_block=block), lrs, seed=3)
+               for block in (None, 3)]
     (s1, m1), (s2, m2) = results
     np.testing.assert_allclose(m2["J"], m1["J"], rtol=1e-6)
-    np.testing.assert_allclose(s2.client_params, s1.client_params, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(s2.clients.params, s1.clients.params, rtol=1e-6, atol=1e-7)

@@ -11,23 +11,26 @@ import pytest
 from conftest import engine_run, reference_arrays, small_instance
 from fedsim.engine import Federation, step_sizes
 from fedsim.reference import reference_run
-from fedsim.tabular.task import LearnerSpec, regularizer
+from fedsim.tabular.task import regularizer
+from fedsim.tabular.config import LearnerSpec
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("gradient,participants,algorithm", list(itertools.product(
-    ["exact", "sampled"], [None, 2], ["fedavg", "centralized", "local"])))
+    ["exact", "sampled"], [None, 2], ["fedavg", "fedprox", "centralized", "local"])))
 def test_engine_equals_sequential_reference(gradient, participants, algorithm):
     instance = small_instance(transition_heterogeneity=0.5, reward_heterogeneity=0.5)
     learner = LearnerSpec(gradient=gradient, batch=3, horizon=12)
-    fed = Federation(algorithm, local_steps=2, participants=participants)
+    mu = 0.7 if algorithm == "fedprox" else 0.0
+    fed = Federation(algorithm, local_steps=2, participants=participants, mu=mu)
     lrs = step_sizes("inverse_time", 3, 2, beta=2.0, gamma0=2.0)
     state, metrics = engine_run(instance, learner, fed, lrs, seed=7)
     ref = reference_run(reference_arrays(instance, lrs), jax.random.key(7), algorithm=algorithm,
-                        participants=participants, gradient=gradient, batch=3, horizon=12)
+                        participants=participants, gradient=gradient, batch=3, horizon=12,
+                        mu=mu)
     np.testing.assert_allclose(np.asarray(state.params), ref["theta"], **TOL)
-    np.testing.assert_allclose(np.asarray(state.client_params), ref["client_thetas"], **TOL)
+    np.testing.assert_allclose(np.asarray(state.clients.params), ref["client_thetas"], **TOL)
     np.testing.assert_allclose(metrics["J"], ref["J"], **TOL)
     np.testing.assert_allclose(metrics["J0"], ref["J0"], **TOL)
     assert not np.allclose(ref["theta"], instance.theta0)  # something was learned
@@ -57,3 +60,17 @@ def test_server_sgd_equals_reference():
                         server_lr=0.7)
     np.testing.assert_allclose(np.asarray(state.params), ref["theta"], **TOL)
     np.testing.assert_allclose(metrics["J"], ref["J"], **TOL)
+
+
+def test_fedprox_reference_fails_with_the_wrong_pull():
+    """The comparison can fail: a reference that drops FedProx's proximal term (or pulls the
+    wrong way) disagrees with the engine, and mu > 0 changes the run."""
+    instance = small_instance(transition_heterogeneity=0.5, reward_heterogeneity=0.5)
+    lrs = step_sizes("constant", 3, 3, lr=0.8)
+    state, _ = engine_run(instance, LearnerSpec(), Federation("fedprox", 3, mu=0.9), lrs, seed=1)
+    arrays = reference_arrays(instance, lrs)
+    right = reference_run(arrays, jax.random.key(1), algorithm="fedprox", mu=0.9)
+    np.testing.assert_allclose(np.asarray(state.params), right["theta"], **TOL)
+    for wrong in (0.0, -0.9):
+        ref = reference_run(arrays, jax.random.key(1), algorithm="fedprox", mu=wrong)
+        assert not np.allclose(np.asarray(state.params), ref["theta"], **TOL)

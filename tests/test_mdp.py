@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from fedsim.errors import ConfigError
-from fedsim.tabular.mdp import InstanceSpec, make_instance, shaped_reward
+from fedsim.tabular.mdp import make_instance, shaped_reward
+from fedsim.tabular.config import InstanceSpec
 
 
 def test_instance_is_valid_and_bounded():

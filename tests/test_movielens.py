@@ -17,10 +17,13 @@ import pytest
 from fedsim.cli import main
 from fedsim.movielens import data as D
 from fedsim.movielens import experiment
-from fedsim.movielens.clients import FeedbackSpec, group_users, make_clients, select_users
-from fedsim.movielens.experiment import MovieLensRunConfig, run_movielens, user_majority_accuracy
+from fedsim.movielens.clients import group_users, make_clients, select_users
+from fedsim.movielens.config import FeedbackSpec
+from fedsim.movielens.experiment import run_movielens, user_majority_accuracy
+from fedsim.movielens.config import MovieLensRunConfig
 from fedsim.movielens.metrics import auc, average_ranks, evaluate_scores, row_spearman, spearman
-from fedsim.movielens.task import ModelSpec, fit_reward_model, movie_inputs, reward_features
+from fedsim.movielens.task import fit_reward_model, movie_inputs, reward_features
+from fedsim.movielens.config import ModelSpec
 
 REAL = D.PROJECT_ROOT.parent / "shared" / "data" / "ml-latest-small.zip"
 
@@ -196,20 +199,21 @@ def test_clients_are_padded_masked_and_independent_of_the_others():
     r = D.synthetic(num_users=12, seed=4)
     split = D.split_per_user(r)
     users = select_users(r, 5, seed=0)
-    c = make_clients(r, split, users, 0.5, FeedbackSpec(pairs=16), seed=0)
+    c = make_clients(r, split, users, FeedbackSpec(pairs=16), seed=0)
     for k, u in enumerate(users):
-        n = int(c["train_count"][k])
-        assert c["train_mask"][k, :n].all() and not c["train_mask"][k, n:].any()
+        n = int(c.train.count[k])
+        assert c.train.mask[k, :n].all() and not c.train.mask[k, n:].any()
         expected = np.sort(r.movie[(r.user == u) & (split == 0)])
-        np.testing.assert_array_equal(np.sort(c["train_movie"][k, :n]), expected)
-        assert set(np.unique(c["direct"][k, :n])) <= {-1.0, 0.0, 1.0}
+        np.testing.assert_array_equal(np.sort(c.train.movie[k, :n]), expected)
+        assert set(np.unique(c.feedback.direct[k, :n])) <= {-1.0, 0.0, 1.0}
     # Taste labels: the plain labels when clients have no taste, and not otherwise.
-    plain = make_clients(r, split, users, 0.5, FeedbackSpec(taste=0.0, pairs=16), seed=0)
-    np.testing.assert_array_equal(plain["test_taste_label"], plain["test_label"])
-    assert ((c["test_taste_label"] != c["test_label"]) * c["test_mask"]).any()
+    plain = make_clients(r, split, users, FeedbackSpec(taste=0.0, pairs=16), seed=0)
+    np.testing.assert_array_equal(plain.test.taste_label, plain.test.label)
+    assert ((c.test.taste_label != c.test.label) * c.test.mask).any()
     # Client k's feedback depends only on (seed, user): another selection leaves it unchanged.
-    other = make_clients(r, split, users[1:], 0.5, FeedbackSpec(pairs=16), seed=0)
-    np.testing.assert_array_equal(other["direct"][0], c["direct"][1][:other["direct"].shape[1]])
+    other = make_clients(r, split, users[1:], FeedbackSpec(pairs=16), seed=0)
+    direct = other.feedback.direct
+    np.testing.assert_array_equal(direct[0], c.feedback.direct[1][:direct.shape[1]])
 
 
 def test_groups_deal_every_user_once_and_hold_their_members_data():
@@ -220,31 +224,32 @@ def test_groups_deal_every_user_once_and_hold_their_members_data():
     np.testing.assert_array_equal(np.sort(np.concatenate(groups)), np.arange(11))
     assert [list(g) for g in group_users(np.arange(11), 3, 5)] == [list(g) for g in groups]
     assert len(select_users(r, 2, 0, 3)) == 6
-    grouped = make_clients(r, split, groups, 0.5, FeedbackSpec(pairs=8), seed=1)
-    single = make_clients(r, split, np.concatenate(groups), 0.5, FeedbackSpec(pairs=8), seed=1)
-    np.testing.assert_array_equal(grouped["member_mask"][3], [1, 1, 0])
+    grouped = make_clients(r, split, groups, FeedbackSpec(pairs=8), seed=1)
+    single = make_clients(r, split, np.concatenate(groups), FeedbackSpec(pairs=8), seed=1)
+    np.testing.assert_array_equal(grouped.member_mask[3], [1, 1, 0])
     u = 0
     for k, group in enumerate(groups):
         for member in range(len(group)):
             for part in ("train", "test"):
-                mine = (grouped[f"{part}_member"][k] == member) & (grouped[f"{part}_mask"][k] > 0)
-                n = int(single[f"{part}_count"][u])
-                np.testing.assert_array_equal(grouped[f"{part}_movie"][k][mine],
-                                              single[f"{part}_movie"][u, :n])
+                g, one = grouped.part(part), single.part(part)
+                mine = (g.member[k] == member) & (g.mask[k] > 0)
+                n = int(one.count[u])
+                np.testing.assert_array_equal(g.movie[k][mine], one.movie[u, :n])
             # A user's feedback is its own whether it is alone or in a group.
-            mine = (grouped["train_member"][k] == member) & (grouped["train_mask"][k] > 0)
-            n = int(single["train_count"][u])
-            np.testing.assert_array_equal(grouped["direct"][k][mine], single["direct"][u, :n])
+            mine = (grouped.train.member[k] == member) & (grouped.train.mask[k] > 0)
+            n = int(single.train.count[u])
+            np.testing.assert_array_equal(grouped.feedback.direct[k][mine],
+                                          single.feedback.direct[u, :n])
             u += 1
-    assert grouped["pair_mask"][0].sum() == single["pair_mask"][:3].sum()
+    assert grouped.feedback.pair_mask[0].sum() == single.feedback.pair_mask[:3].sum()
 
 
 def test_reward_model_recovers_a_planted_taste():
     """Feedback generated from a known genre taste: the fitted reward ranks genres like it."""
     r = D.synthetic(num_users=1, num_movies=200, num_genres=6, ratings_per_user=(150, 150), seed=7)
     split = np.zeros(len(r.user), np.int8)
-    c = make_clients(r, split, np.array([0]), 1.0, FeedbackSpec(taste=3.0, pairs=400), seed=2)
-    data = {k: jnp.asarray(v[0]) for k, v in c.items()}
+    c = make_clients(r, split, np.array([0]), FeedbackSpec(taste=3.0, pairs=400), seed=2)
+    data = jax.tree.map(lambda v: jnp.asarray(v[0]), c)
     w = fit_reward_model(data, reward_features(r.genres), ModelSpec(reward_steps=500))
     taste = 3.0 * np.random.default_rng([2, 2, 0]).normal(size=6)
     assert spearman(np.asarray(w[:6]), taste) > 0.8
@@ -282,18 +287,22 @@ def test_row_spearman_equals_the_per_client_loop():
 
 
 def test_user_majority_baseline():
-    clients = {"train_label": np.array([[1.0, 1, 0], [0, 0, 0]]),
-               "train_mask": np.array([[1.0, 1, 1], [1, 1, 0]]), "train_count": np.array([3.0, 2]),
-               "test_label": np.array([[1.0, 0], [0, 1]]), "test_mask": np.array([[1.0, 1], [1, 0]]),
-               "train_member": np.zeros((2, 3), int), "test_member": np.zeros((2, 2), int),
-               "member_mask": np.ones((2, 1))}
+    from fedsim.movielens.clients import ClientData, Part
+
+    def clients(train_label, train_mask, train_member, test_label, test_mask, test_member,
+                members):
+        part = lambda label, mask, member: Part(None, np.array(label), None, None,
+                                                np.array(member), np.array(mask), None)
+        return ClientData(part(train_label, train_mask, train_member), None,
+                          part(test_label, test_mask, test_member), None, np.ones(members))
+
+    two = clients([[1.0, 1, 0], [0, 0, 0]], [[1.0, 1, 1], [1, 1, 0]], np.zeros((2, 3), int),
+                  [[1.0, 0], [0, 1]], [[1.0, 1], [1, 0]], np.zeros((2, 2), int), (2, 1))
     # user 0: majority positive, right on 1 of 2; user 1: majority negative, right on 1 of 1
-    assert user_majority_accuracy(clients) == pytest.approx(2 / 3)
+    assert user_majority_accuracy(two) == pytest.approx(2 / 3)
     # The same two users as one client of two members: still each user's own majority.
-    group = {"train_label": np.array([[1.0, 1, 0, 0, 0]]), "train_mask": np.ones((1, 5)),
-             "train_member": np.array([[0, 0, 0, 1, 1]]), "test_label": np.array([[1.0, 0, 0]]),
-             "test_mask": np.ones((1, 3)), "test_member": np.array([[0, 0, 1]]),
-             "member_mask": np.ones((1, 2))}
+    group = clients([[1.0, 1, 0, 0, 0]], np.ones((1, 5)), [[0, 0, 0, 1, 1]], [[1.0, 0, 0]],
+                    np.ones((1, 3)), [[0, 0, 1]], (1, 2))
     assert user_majority_accuracy(group) == pytest.approx(2 / 3)
 
 
@@ -389,42 +398,48 @@ def test_groups_of_users_as_clients_run_with_a_personal_embedding_per_user():
     out = run_movielens(config, progress=False)
     assert out["summary"]["clients"] == 4 and out["summary"]["users"] == 12
     assert {len(r["users"].split()) for r in out["client_rows"]} == {3}
-    from fedsim.engine import Federation, init_state
-    from fedsim.movielens.task import init_params, make_task
+    from fedsim.engine import Federation, make_trainer
+    from fedsim.movielens.task import MovieLensHParams, init_params, make_task
 
     r = D.synthetic(num_users=6, seed=2)
-    c = make_clients(r, D.split_per_user(r), group_users(np.arange(6), 3, 0), 0.5)
+    c = make_clients(r, D.split_per_user(r), group_users(np.arange(6), 3, 0))
     spec = ModelSpec(dim=4, hidden=8, batch=4, reward_steps=5)
     task, net = make_task(r.num_movies, r.genres, spec)
-    data = {k: jnp.asarray(v) for k, v in c.items()}
+    data = jax.tree.map(jnp.asarray, c)
     params0 = init_params(net, jax.random.key(0), r.genres.shape[1], spec.dim)
-    state = init_state(task, Federation("fedavg", 2), params0, data, jax.random.key(1))
-    assert state.private["user"].shape == (2, 3, 4)
-    per_client = jax.tree.map(lambda x: jnp.stack([x, x]), params0)
-    scores = task.evaluate(params0, per_client, state.private, data, jnp.full(2, 0.5))
-    assert scores["test_score"].shape == c["test_movie"].shape
+    fed = Federation("fedavg", 2)
+    state = make_trainer(task, fed.algorithm_parts(), fed).init(params0, data, jax.random.key(1))
+    assert state.clients.personal["user"].shape == (2, 3, 4)
+    _, scores = task.evaluate(params0, state.clients, data,
+                              MovieLensHParams(jnp.full(2, 0.5)), jnp.full(2, 0.5))
+    assert scores["test_score"].shape == c.test.movie.shape
 
 
 def test_shared_parameters_are_all_that_is_aggregated():
     """Personal parameters and the reward model stay per client; only the flax parameters
     (movie embeddings and MLP) are averaged."""
-    from fedsim.engine import Federation, init_state, make_run
-    from fedsim.movielens.task import init_params, make_task
+    from fedsim.engine import Federation, HParams, every_round, make_train
+    from fedsim.movielens.task import MovieLensHParams, init_params, make_task
 
     r = D.synthetic(num_users=6, seed=2)
-    c = make_clients(r, D.split_per_user(r), np.arange(6), 0.5, FeedbackSpec(pairs=8))
-    data = {k: jnp.asarray(v) for k, v in c.items()}
+    c = make_clients(r, D.split_per_user(r), np.arange(6), FeedbackSpec(pairs=8))
+    data = jax.tree.map(jnp.asarray, c)
     spec = ModelSpec(dim=4, hidden=8, batch=4, reward_steps=5)
     task, net = make_task(r.num_movies, r.genres, spec)
     fed = Federation("fedavg", 2)
     params0 = init_params(net, jax.random.key(0), r.genres.shape[1], spec.dim)
-    state = init_state(task, fed, params0, data, jax.random.key(1))
-    state, _ = jax.jit(make_run(task, fed))(state, data, jnp.full(6, 1 / 6), jax.random.key(1),
-                                             jnp.full((2, 2), 0.01))
+    state, metrics = jax.jit(make_train(task, fed.algorithm_parts(), fed))(
+        params0, data, jnp.full(6, 1 / 6), HParams(MovieLensHParams(jnp.full(6, 0.5))),
+        jax.random.key(1), jnp.full((2, 2), 0.01), every_round(2))
     assert jax.tree.structure(state.params) == jax.tree.structure(params0)
-    assert state.private["user"].shape == (6, 1, 4) and state.private["reward"].shape[0] == 6
-    users = np.asarray(state.private["user"])
+    clients = state.clients
+    assert clients.personal["user"].shape == (6, 1, 4) and clients.private["reward"].shape[0] == 6
+    users = np.asarray(clients.personal["user"])
     assert not np.allclose(users[0], users[1])
+    # The optimisers' moments live in the engine's client state, per client (Adam on the MLP).
+    moments = jax.tree.leaves(clients.opt_state)
+    assert moments and all(m.shape[0] == 6 for m in moments)
+    assert metrics.aux["loss"].shape == (2,) and np.all(np.isfinite(metrics.aux["loss"]))
 
 
 @pytest.mark.skipif(not REAL.exists(), reason=f"{REAL} not present (the shared data folder)")

@@ -76,7 +76,8 @@ def test_pl_bound_arithmetic_and_conditions():
 
 
 def test_heterogeneity_is_zero_for_identical_clients_and_positive_otherwise():
-    from fedsim.tabular.mdp import InstanceSpec, make_instance
+    from fedsim.tabular.mdp import make_instance
+    from fedsim.tabular.config import InstanceSpec
     from fedsim.tabular.oracles import Regularizer
     from theory.constants import heterogeneity
 

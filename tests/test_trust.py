@@ -248,9 +248,9 @@ def test_an_interrupted_run_resumes_to_the_same_bytes(tmp_path, signum, referenc
 
 
 def test_ctrl_c_at_random_moments_never_gives_a_traceback_or_a_crash(tmp_path):
-    """20 runs, each sent SIGINT at a moment drawn uniformly over a whole run (start-up,
+    """12 runs, each sent SIGINT at a moment drawn uniformly over a whole run (start-up,
     compilation, rounds, writing); each exits cleanly (0 if it had finished, else 130 with one
-    line); three of the interrupted ones then resume to the uninterrupted run's bytes."""
+    line); two of the interrupted ones then resume to the uninterrupted run's bytes."""
     args = ["run", "tabular", "--clients", "3", "--states", "4", "--actions", "3", "--rounds",
             "3000", "--log-every", "20", "--quiet"]
     start = time.time()
@@ -258,7 +258,7 @@ def test_ctrl_c_at_random_moments_never_gives_a_traceback_or_a_crash(tmp_path):
     duration = time.time() - start
     rng = random.Random(0)
     outcomes = []
-    for pair in range(10):   # two at a time (CI has 2 cores)
+    for pair in range(6):   # two at a time (CI has 2 cores)
         runs = []
         for i in range(2):
             out = tmp_path / f"run{2 * pair + i}"
@@ -275,8 +275,8 @@ def test_ctrl_c_at_random_moments_never_gives_a_traceback_or_a_crash(tmp_path):
                 assert err.count("\n") == 1 and err.startswith("fedsim: interrupted: "), err
             outcomes.append((round(moment, 2), code, out))
     interrupted = [o for o in outcomes if o[1] == 130]
-    assert len(interrupted) >= 5, outcomes   # the moments did land inside the runs
-    for _, _, out in interrupted[::max(1, len(interrupted) // 3)][:3]:
+    assert len(interrupted) >= 3, outcomes   # the moments did land inside the runs
+    for _, _, out in interrupted[::max(1, len(interrupted) // 2)][:2]:
         again = subprocess.run([sys.executable, "-m", "fedsim", *args, "--out", str(out)],
                                capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stderr
@@ -308,7 +308,8 @@ def test_movielens_oversize_is_refused_before_the_device(tmp_path, capsys):
 
 def test_movielens_parameter_count_matches_flax():
     from fedsim.movielens import data as D
-    from fedsim.movielens.task import ModelSpec, init_params, make_task, num_params
+    from fedsim.movielens.task import init_params, make_task, num_params
+    from fedsim.movielens.config import ModelSpec
 
     ratings = D.synthetic()
     for spec in (ModelSpec(), ModelSpec(dim=5, hidden=7, year=True)):
@@ -465,7 +466,7 @@ def test_ctrl_c_in_a_sweep_stops_after_the_cell_and_resumes(tmp_path):
 def test_movielens_interrupted_between_cells_resumes_to_the_same_bytes(tmp_path, monkeypatch):
     import fedsim.movielens.experiment as E
     from fedsim import interrupt
-    from fedsim.movielens.task import ModelSpec
+    from fedsim.movielens.config import ModelSpec
 
     config = E.MovieLensRunConfig(dataset="synthetic", clients=6, rounds=2, local_epochs=1,
                                   num_seeds=2, algorithms=("fedavg",), lam=(0.0, 0.5),

@@ -23,7 +23,7 @@ import numpy as np
 from fedsim.tabular import oracles
 from fedsim.tabular.mdp import TabularInstance
 from fedsim.tabular.sampling import sampled_gradient
-from fedsim.tabular.task import LearnerSpec
+from fedsim.tabular.config import LearnerSpec
 
 
 def _arrays(instance: TabularInstance):

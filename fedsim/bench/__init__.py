@@ -69,7 +69,8 @@ def run_cell(cell: dict) -> dict:
         raise RuntimeError(f"benchmark cell {cell} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     row = {"workload": cell["workload"], "mode": cell["mode"], "K": cell["K"],
-           "client_block": (W.client_block_for(cell["K"]) or "") if cell["mode"] == "vectorized" else "",
+           "client_block": ((W.client_block_for(cell["K"]) or "")
+                          if cell["mode"] in ("vectorized", "minimal") else ""),
            **result}
     row["client_steps_per_s"] = row["client_steps"] / row["seconds"]
     env = W.env_steps_per_client_step(cell["workload"])
@@ -101,8 +102,8 @@ def acceptance(rows: list[dict], config: dict) -> list[dict]:
     for workload in W.WORKLOADS:   # the acceptance concerns W1 and W2
         for mode in W.modes_for(workload)[1:]:
             r = find(workload, mode, 1000)
-            if r:
-                need = 10.0 if mode == "numpy" else 30.0
+            if r:   # the engine against a hand-written vmap: at least 0.9 of its speed
+                need = {"numpy": 10.0, "minimal": 0.9}.get(mode, 30.0)
                 check(f"{workload} K=1000: vectorized / {mode} client-steps per second",
                       r["vectorized_speedup"], f">= {need:g}", r["vectorized_speedup"] >= need)
         big, ref = find(workload, "vectorized", 10000), find(workload, "vectorized", 1000)

@@ -26,8 +26,8 @@ def measure(cell: dict) -> dict:
             m = W.time_numpy(W.instance_for(cell["K"]), budget)
         else:
             problem = W.problem_for(cell["workload"], cell["K"])
-            if cell["mode"] == "vectorized":
-                m = W.time_vectorized(problem, budget)
+            if cell["mode"] in ("vectorized", "minimal"):
+                m = W.time_vectorized(problem, budget, minimal=cell["mode"] == "minimal")
             else:
                 m = W.time_loop(problem, per_step=cell["mode"] == "loop_step", budget=budget)
     client_steps = m.rounds * W.LOCAL_STEPS * cell["K"] * runs

@@ -10,6 +10,9 @@ Modes, all computing the same rounds (the same keys, the same client updates):
     vectorized  the engine: clients vmapped (in blocks of 1000 above 1000 clients), rounds in
                 one compiled loop (a trip count known only at run time, so one compilation
                 serves every length)
+    minimal     the same rounds hand-written as one `jax.vmap` over clients inside a
+                `lax.fori_loop` over rounds, with no engine around it: what a JAX user writes
+                for FedAvg with the task's gradient (W1, W2; its blocks as the engine's)
     loop        the engine's client update (E local steps) jitted once and called in a
                 Python loop over clients; the server averages the stacked results
     loop_step   FedJAX's granularity (`for_each_client` jits one client step): a jitted
@@ -30,15 +33,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedsim.engine import (Federation, Task, init_state, make_checkpointed_run, make_local_step,
-                           make_local_update, weighted_sum)
+from fedsim.engine import (ClientState, Federation, HParams, Task, make_train, make_trainer,
+                           weighted_sum)
 from fedsim.engine import keys as K_
+from fedsim.engine.algorithm import (ascend, client_step, local_steps_of_one_client,
+                                     task_objective)
 from fedsim.engine.grid import grid_vmap
-from fedsim.tabular.mdp import InstanceSpec, TabularInstance, client_data, make_instance
+from fedsim.tabular.mdp import TabularInstance, client_data, make_instance
+from fedsim.tabular.config import InstanceSpec
 from fedsim.movielens import data as movielens_data
 from fedsim.movielens import task as movielens_task
 from fedsim.movielens.clients import make_clients
-from fedsim.tabular.task import LearnerSpec, make_task
+from fedsim.tabular.task import TabularHParams, client_hparams, make_task
+from fedsim.tabular.config import LearnerSpec
 
 WORKLOADS = {
     "W1": LearnerSpec(gradient="exact"),
@@ -48,22 +55,26 @@ LOCAL_STEPS = 5
 STEP_SIZE = 0.5          # W1, W2 (the engine's plain ascent steps)
 NEURAL_STEP_SIZE = 0.01  # W3 (Adam-normalised directions; the MovieLens default)
 NEURAL = "W3"
-MODES = ("vectorized", "loop", "loop_step", "numpy")   # numpy: W1 only
+MODES = ("vectorized", "minimal", "loop", "loop_step", "numpy")
 
 
 class Problem(NamedTuple):
     """What a mode needs: the task, initial parameters, client data (leading axis K), weights,
-    and the step size."""
+    the task's hyperparameters and the step size."""
 
     task: Task
     params0: Any
     data: Any
     weights: jax.Array
+    hparams: HParams
     step_size: float = STEP_SIZE
 
 
 def modes_for(workload: str) -> tuple[str, ...]:
-    return MODES if workload == "W1" else MODES[:3]
+    """numpy: W1 only; minimal: W1 and W2 (the tabular math)."""
+    if workload == "W1":
+        return MODES
+    return MODES[:4] if workload in WORKLOADS else ("vectorized", "loop", "loop_step")
 
 
 # Above this many clients the vectorized mode runs them in blocks of this size
@@ -93,16 +104,19 @@ def problem_for(workload: str, num_clients: int) -> Problem:
     if workload != NEURAL:
         instance = instance_for(num_clients)
         return Problem(make_task(instance, WORKLOADS[workload]), jnp.asarray(instance.theta0),
-                       client_data(instance), jnp.asarray(instance.p))
+                       client_data(instance), jnp.asarray(instance.p),
+                       HParams(client_hparams(instance)))
     ratings = movielens_data.synthetic(num_users=num_clients, num_movies=1000, seed=0)
     clients = make_clients(ratings, movielens_data.split_per_user(ratings),
-                           np.arange(num_clients), 0.5)
+                           np.arange(num_clients))
     spec = movielens_task.ModelSpec()
     task, net = movielens_task.make_task(ratings.num_movies, ratings.genres, spec)
     params0 = movielens_task.init_params(net, jax.random.key(0), ratings.genres.shape[1], spec.dim)
-    counts = clients["train_count"]
-    return Problem(task, params0, {k: jnp.asarray(v) for k, v in clients.items()},
-                   jnp.asarray(counts / counts.sum()), NEURAL_STEP_SIZE)
+    counts = clients.train.count
+    return Problem(task, params0, jax.tree.map(jnp.asarray, clients),
+                   jnp.asarray(counts / counts.sum()),
+                   HParams(movielens_task.MovieLensHParams(jnp.full(num_clients, 0.5))),
+                   NEURAL_STEP_SIZE)
 
 
 def env_steps_per_client_step(workload: str) -> int:
@@ -119,30 +133,82 @@ def _rounds_for(seconds_per_round: float, budget: float, cap: int) -> int:
 def vectorized_rounds(problem: Problem, max_rounds: int = 2000):
     """The engine's long-run path (training rounds, one evaluation at the end), compiled once
     for any number of rounds <= max_rounds: returns (run(rounds) -> global params, compile s)."""
-    task, params0, data, weights, step_size = problem
+    task, params0, data, weights, hparams, step_size = problem
     num_clients = weights.shape[0]
     fed = Federation("fedavg", LOCAL_STEPS, client_block=client_block_for(num_clients))
     key = jax.random.key(0)
     lrs = jnp.full((max_rounds, LOCAL_STEPS), step_size, jnp.float32)
-    state = init_state(task, fed, params0, data, key)
-    run = jax.jit(make_checkpointed_run(task, fed), donate_argnums=0)
+    trainer = make_trainer(task, fed.algorithm_parts(), fed)
+    state = jax.jit(trainer.init)(params0, data, key)
+    run = jax.jit(trainer.run, donate_argnums=0)
     start = time.perf_counter()
-    compiled = run.lower(state, data, weights, key, lrs, jnp.ones(1, jnp.int32)).compile()
+    compiled = run.lower(state, data, weights, hparams, key, lrs,
+                         jnp.ones(1, jnp.int32)).compile()
     compile_s = time.perf_counter() - start
 
     def rounds(n: int):
         fresh = jax.tree.map(jnp.copy, state)   # donated buffers are consumed by the call
-        return compiled(fresh, data, weights, key, lrs, jnp.asarray([n], jnp.int32))[0].params
+        return compiled(fresh, data, weights, hparams, key, lrs,
+                        jnp.asarray([n], jnp.int32))[0].params
 
     return rounds, compile_s
 
 
-def time_vectorized(problem: Problem, budget: float = 1.0, max_rounds: int = 2000) -> Measurement:
-    run, compile_s = vectorized_rounds(problem, max_rounds)
+def time_vectorized(problem: Problem, budget: float = 1.0, max_rounds: int = 2000,
+                    minimal: bool = False) -> Measurement:
+    """The engine's run, or (minimal) the hand-written one."""
+    make = minimal_rounds if minimal else vectorized_rounds
+    return time_rounds_fn(*make(problem, max_rounds), budget, max_rounds)
 
+
+def minimal_rounds(problem: Problem, max_rounds: int = 2000):
+    """FedAvg hand-written: one vmap over clients, a loop over rounds, then the task's
+    metrics once (as the engine's run computes them); the same keys and gradients as the
+    engine, nothing else. Returns (run(rounds) -> params, compile s)."""
+    task, params0, data, weights, hparams, step_size = problem
+    num_clients, block = weights.shape[0], client_block_for(weights.shape[0])
+    lrs = jnp.full((max_rounds, LOCAL_STEPS), step_size, jnp.float32)
+
+    def client(theta, data_k, hparams_k, k, t, key):
+        client_key = K_.client_round_key(key, t, k)
+
+        def step(theta, e):
+            grad = task.direction(theta, (), (), data_k, hparams_k,
+                                  K_.client_step_key(client_key, e)).params
+            return theta + lrs[t, e] * grad, None
+
+        return jax.lax.scan(step, theta, jnp.arange(LOCAL_STEPS))[0]
+
+    def rounds(theta, data, weights, task_hparams, key, n):
+        def one_round(t, carry):
+            theta, _ = carry
+            local = lambda d, h, k: client(theta, d, h, k, t, key)
+            clients = (data, task_hparams, jnp.arange(num_clients))
+            held = jax.vmap(local)(*clients) if block is None else jax.lax.map(
+                lambda xs: local(*xs), clients, batch_size=block)
+            return theta + jnp.tensordot(weights, held - theta, axes=1), held
+
+        start = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_clients,) + x.shape), theta)
+        theta, held = jax.lax.fori_loop(0, n, one_round, (theta, start))
+        metrics = task.evaluate(theta, ClientState(held, (), (), (), ()), data, task_hparams,
+                                weights)
+        return theta, metrics
+
+    key = jax.random.key(0)
+    start = time.perf_counter()
+    compiled = jax.jit(rounds).lower(params0, data, weights, hparams.task, key,
+                                     jnp.int32(1)).compile()
+    compile_s = time.perf_counter() - start
+    return (lambda n: compiled(params0, data, weights, hparams.task, key, jnp.int32(n))[0],
+            compile_s)
+
+
+def time_rounds_fn(rounds_fn, compile_s: float, budget: float, max_rounds: int) -> Measurement:
+    """Time a run(rounds) function: one warm-up round, then the fastest of REPEATS runs of
+    as many rounds as fit the budget."""
     def timed(rounds):
         start = time.perf_counter()
-        jax.block_until_ready(run(rounds))
+        jax.block_until_ready(rounds_fn(rounds))
         return time.perf_counter() - start
 
     timed(1)   # the first call after compilation pays one-time costs
@@ -154,34 +220,34 @@ def loop_round(problem: Problem, per_step: bool):
     """One FedAvg round as a Python loop over clients calling a jitted client update (E steps)
     or, per_step, a jitted local step: returns (round(params, t) -> params, compile s).
     Each client's private state (reward model, optimiser moments) persists between rounds."""
-    task, params0, data, weights, step_size = problem
+    task, params0, data, weights, hparams, step_size = problem
     num_clients = weights.shape[0]
     fed = Federation("fedavg", LOCAL_STEPS)
     key = jax.random.key(0)
-    per_client = [jax.tree.map(lambda x, k=k: x[k], data) for k in range(num_clients)]
-    private = init_state(task, fed, params0, data, key).private
-    privates = [jax.tree.map(lambda x, k=k: x[k], private) for k in range(num_clients)]
+    row = lambda tree, k: jax.tree.map(lambda x: x[k], tree)
+    per_client = [(row(data, k), row(hparams.task, k)) for k in range(num_clients)]
+    clients = jax.jit(make_trainer(task, fed.algorithm_parts(), fed).init)(params0, data, key).clients
+    states = [row(clients, k) for k in range(num_clients)]
     lrs = jnp.full((LOCAL_STEPS,), step_size, jnp.float32)
     aggregate = jax.jit(lambda held, w: weighted_sum(jax.tree.map(lambda *xs: jnp.stack(xs), *held), w))
     if per_step:
-        local_step = make_local_step(task)
-        step = jax.jit(lambda p, pr, d, t, k, e, lr: local_step(
-            p, pr, d, K_.client_round_key(key, t, k), e, lr))
+        one_step = client_step(task, task_objective)
+        step = jax.jit(lambda p, c, d, h, t, k, e, lr: (lambda u, c, aux: (ascend(p, u, lr), c))(
+            *one_step(p, c, d, h, K_.client_step_key(K_.client_round_key(key, t, k), e), (), ())))
         step_lrs = list(lrs)   # indexed once here, not on every call
 
         def update(params, k, t):
             for e in range(LOCAL_STEPS):
-                params, privates[k] = step(params, privates[k], per_client[k], t, k, e,
-                                           step_lrs[e])
+                params, states[k] = step(params, states[k], *per_client[k], t, k, e, step_lrs[e])
             return params
     else:
-        local_update = make_local_update(task, fed)
-        client = jax.jit(lambda p, pr, d, t, k: local_update(
-            p, pr, d, K_.client_round_key(key, t, k), lrs))
+        local_update = local_steps_of_one_client(task, task_objective, LOCAL_STEPS)
+        client = jax.jit(lambda p, c, d, h, t, k: local_update(
+            p, c, d, h, K_.client_round_key(key, t, k), lrs, None, (), ())[0])
 
         def update(params, k, t):
-            params, privates[k] = client(params, privates[k], per_client[k], t, k)
-            return params
+            states[k] = client(params, states[k], *per_client[k], t, k)
+            return states[k].params
 
     def one_round(params, t):
         # Calls dispatch asynchronously; the round ends when the aggregate is ready.
@@ -190,9 +256,9 @@ def loop_round(problem: Problem, per_step: bool):
 
     start = time.perf_counter()   # trace and compile once, leaving the clients' state as is
     if per_step:
-        jax.block_until_ready(step(params0, privates[0], per_client[0], 0, 0, 0, step_lrs[0]))
+        jax.block_until_ready(step(params0, states[0], *per_client[0], 0, 0, 0, step_lrs[0]))
     else:
-        jax.block_until_ready(client(params0, privates[0], per_client[0], 0, 0))
+        jax.block_until_ready(client(params0, states[0], *per_client[0], 0, 0))
     return one_round, time.perf_counter() - start
 
 
@@ -259,6 +325,7 @@ def time_grid(instance, num_lams: int, num_seeds: int, rounds: int,
     axis: the seeds cost nothing. seeded_init draws each seed's initial policy (theta0 plus
     standard normal logits), which makes every cell distinct work."""
     task, fed = make_task(instance, WORKLOADS["W1"]), Federation("fedavg", LOCAL_STEPS)
+    train = make_train(task, fed.algorithm_parts(), fed)
     data, weights = client_data(instance), jnp.asarray(instance.p)
     lams = jnp.broadcast_to(jnp.linspace(0.0, 2.0, num_lams)[:, None],
                             (num_lams, instance.num_clients))
@@ -267,11 +334,9 @@ def time_grid(instance, num_lams: int, num_seeds: int, rounds: int,
     theta0 = jnp.asarray(instance.theta0)
 
     def one(lam, key, data, weights):
-        cell_data = {**data, "lam": lam}
         start = theta0 + jax.random.normal(key, theta0.shape) if seeded_init else theta0
-        state = init_state(task, fed, start, cell_data, key)
-        return make_checkpointed_run(task, fed)(state, cell_data, weights, key, lrs,
-                                                jnp.asarray([rounds], jnp.int32))[1]["J"]
+        return train(start, data, weights, HParams(TabularHParams(lam)), key, lrs,
+                     jnp.asarray([rounds], jnp.int32))[1].round["J"]
 
     # Arguments, not closed-over constants: XLA would constant-fold work on the client data.
     args = dict(lam=lams, key=keys, data=data, weights=weights)

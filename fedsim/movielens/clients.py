@@ -24,29 +24,51 @@ rating is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from fedsim.errors import check_int, check_real, require
+from fedsim.errors import check_int
+from fedsim.movielens.config import FeedbackSpec
 from fedsim.movielens.data import POSITIVE_RATING, Ratings, ratings_by_user
 
 PARTS = {0: "train", 1: "val", 2: "test"}
 
 
-@dataclass(frozen=True)
-class FeedbackSpec:
-    noise: float = 0.1   # sigma of the rating noise (the authors' 0.1)
-    band: float = 0.5    # half-width of "about right", in stars (the authors' 0.5)
-    taste: float = 1.0   # scale of the client-specific genre bias, in stars
-    pairs: int = 64      # pairwise comparisons per client
+class Part(NamedTuple):
+    """One part (train, val or test) of the ratings each client holds: (K, n) arrays padded
+    to the longest client, and counts (K,)."""
 
-    def validate(self) -> "FeedbackSpec":
-        check_real("noise", self.noise, 0.0)
-        check_real("band", self.band, 0.0)
-        check_real("taste", self.taste, 0.0)
-        check_int("pairs", self.pairs, 1)
-        return self
+    movie: np.ndarray         # movie ids
+    label: np.ndarray         # 1 if the rating is >= 4
+    rating: np.ndarray        # stars
+    taste_label: np.ndarray   # the user's taste-biased label (see the module docstring)
+    member: np.ndarray        # the rating's user, as an index among its client's users
+    mask: np.ndarray          # 1 for a rating, 0 for padding
+    count: np.ndarray         # (K,) ratings per client
+
+
+class Feedback(NamedTuple):
+    """The simulated feedback each client holds (on its training ratings)."""
+
+    direct: np.ndarray        # (K, n_train): +1 "too low", -1 "too high", 0 "about right"
+    pair_i: np.ndarray        # (K, p) movie ids of the pairwise comparisons ...
+    pair_j: np.ndarray
+    pair_pref: np.ndarray     # ... 1 where the client prefers i over j
+    pair_mask: np.ndarray     # 1 for a comparison, 0 for padding
+
+
+class ClientData(NamedTuple):
+    """Every client's data, with a leading client axis K (what the engine maps over)."""
+
+    train: Part
+    val: Part
+    test: Part
+    feedback: Feedback
+    member_mask: np.ndarray   # (K, users per client): 1 for a user, 0 for padding
+
+    def part(self, name: str) -> Part:
+        return getattr(self, name)
 
 
 def select_users(ratings: Ratings, num_clients: int | None, seed: int,
@@ -87,11 +109,10 @@ def _user_data(ratings: Ratings, split: np.ndarray, rows_of_user: np.ndarray, us
     out = {}
     for code, name in PARTS.items():
         rows = rows_of_user[split[rows_of_user] == code]
-        out[name] = {"movie": ratings.movie[rows], "label": ratings.label[rows],
-                     "rating": ratings.rating[rows]}
-    test = out["test"]
-    test["taste_label"] = (test["rating"] + per_genre[test["movie"]] @ taste
-                           >= POSITIVE_RATING).astype(np.float32)
+        movie, rating = ratings.movie[rows], ratings.rating[rows]
+        out[name] = {"movie": movie, "label": ratings.label[rows], "rating": rating,
+                     "taste_label": (rating + per_genre[movie] @ taste
+                                     >= POSITIVE_RATING).astype(np.float32)}
     movies, stars = out["train"]["movie"], out["train"]["rating"]
     noisy = stars + per_genre[movies] @ taste + rng.normal(0, feedback.noise, len(movies))
     reference = stars.mean() if len(stars) else 0.0
@@ -106,44 +127,38 @@ def _user_data(ratings: Ratings, split: np.ndarray, rows_of_user: np.ndarray, us
     return out
 
 
-def make_clients(ratings: Ratings, split: np.ndarray, clients, lam,
-                 feedback: FeedbackSpec = FeedbackSpec(), seed: int = 0) -> dict:
+_INTEGER = ("movie", "member", "pair_i", "pair_j")
+
+
+def make_clients(ratings: Ratings, split: np.ndarray, clients,
+                 feedback: FeedbackSpec = FeedbackSpec(), seed: int = 0) -> ClientData:
     """Client data with a leading client axis. `clients`: one user id per client, or a list
-    of user-id arrays (group_users). For each part (train, val, test): movie ids, labels,
-    ratings, the member (index of the rating's user within its client) and a mask, padded to
-    the longest client; test taste labels; direct feedback per training rating; pairwise
-    comparisons (within a user); counts; member_mask; lambda_k. A user's draws depend on
-    (seed, user) only, whichever client holds it."""
+    of user-id arrays (group_users). A user's draws depend on (seed, user) only, whichever
+    client holds it."""
     feedback.validate()
     groups = [np.atleast_1d(np.asarray(c)) for c in clients]
-    lam = np.broadcast_to(np.asarray(lam, np.float32), (len(groups),))
-    require(bool(np.all(lam >= 0)), "lam", lam.tolist(), "must be >= 0")
     per_genre = ratings.genres / np.maximum(ratings.genres.sum(1, keepdims=True), 1)
     by_user = ratings_by_user(ratings)
-    columns = {name: ["movie", "label", "rating"] for name in PARTS.values()}
-    columns["test"].append("taste_label")
-    held = {(name, c): [] for name, cs in columns.items() for c in cs + ["member"]}
-    held.update({(c, None): [] for c in ("direct", "pair_i", "pair_j", "pair_pref")})
-    for group in groups:
-        users = [_user_data(ratings, split, by_user[u], u, per_genre, feedback, seed)
-                 for u in group]
-        for (name, c), out in held.items():
-            if c is None:
-                out.append(np.concatenate([d[name] for d in users]))
-            elif c == "member":
-                out.append(np.concatenate([np.full(len(d[name]["movie"]), m)
-                                           for m, d in enumerate(users)]))
-            else:
-                out.append(np.concatenate([d[name][c] for d in users]))
-    data = {}
-    for (name, c), values in held.items():
-        field = name if c is None else c
-        data[name if c is None else f"{name}_{c}"] = _pad(
-            values, np.int32 if field in ("movie", "member", "pair_i", "pair_j") else np.float32)
-    for name in PARTS.values():
-        data[f"{name}_mask"] = _pad([np.ones(len(m)) for m in held[(name, "movie")]], np.float32)
-        data[f"{name}_count"] = np.array([len(m) for m in held[(name, "movie")]], np.float32)
-    data["member_mask"] = _pad([np.ones(len(g)) for g in groups], np.float32)
-    data["pair_mask"] = _pad([np.ones(len(p)) for p in held[("pair_pref", None)]], np.float32)
-    data["lam"] = lam.astype(np.float32)
-    return data
+    users = [[_user_data(ratings, split, by_user[u], u, per_genre, feedback, seed)
+              for u in group] for group in groups]
+
+    def pad(name, rows):
+        return _pad(rows, np.int32 if name in _INTEGER else np.float32)
+
+    def part(name):
+        columns = {c: pad(c, [np.concatenate([d[name][c] for d in us]) for us in users])
+                   for c in ("movie", "label", "rating", "taste_label")}
+        members = [np.concatenate([np.full(len(d[name]["movie"]), m) for m, d in enumerate(us)])
+                   for us in users]
+        lengths = [len(m) for m in members]
+        return Part(**columns, member=pad("member", members),
+                    mask=_pad([np.ones(n) for n in lengths], np.float32),
+                    count=np.array(lengths, np.float32))
+
+    joined = {c: [np.concatenate([d[c] for d in us]) for us in users]
+              for c in ("direct", "pair_i", "pair_j", "pair_pref")}
+    return ClientData(
+        *(part(name) for name in PARTS.values()),
+        Feedback(**{c: pad(c, rows) for c, rows in joined.items()},
+                 pair_mask=_pad([np.ones(len(p)) for p in joined["pair_pref"]], np.float32)),
+        member_mask=_pad([np.ones(len(g)) for g in groups], np.float32))

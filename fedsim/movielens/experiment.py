@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,76 +27,30 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from fedsim.engine import (ALGORITHMS, LR_SCHEDULES, Federation, init_state,
-                           make_checkpointed_run, log_checkpoints, raise_if_nonfinite, step_sizes)
-from fedsim.errors import check_choice, check_int, check_real, require
+from fedsim.engine import (Federation, HParams, log_checkpoints, make_train,
+                           raise_if_nonfinite, step_sizes)
 from fedsim.interrupt import stop_if_requested
 from fedsim.memory import FLOAT, check_fits
 from fedsim.movielens import data as D
-from fedsim.movielens.clients import FeedbackSpec, group_users, make_clients, select_users
+from fedsim.movielens.clients import ClientData, group_users, make_clients, select_users
+from fedsim.movielens.config import MovieLensRunConfig
 from fedsim.movielens.metrics import evaluate_scores
-from fedsim.movielens.task import ModelSpec, init_params, make_task, num_params
+from fedsim.movielens.task import MovieLensHParams, init_params, make_task, num_params
 from fedsim.provenance import MOVIELENS, code_fingerprint
 from fedsim.results import read_json, write_csv, write_json
 from fedsim.rundir import RunFolder
 
 # Reported splits: (model scores, labels, mask). "taste": the test ratings labelled by the
 # users' taste-biased preference (clients.py), the personalisation side of the trade-off.
-SPLITS = {
-    "test": ("test_score", "test_label", "test_mask"),
-    "test_personal": ("test_score_personal", "test_label", "test_mask"),
-    "taste": ("test_score", "test_taste_label", "test_mask"),
-    "taste_personal": ("test_score_personal", "test_taste_label", "test_mask"),
-    "train": ("train_score", "train_label", "train_mask"),
-    "val": ("val_score", "val_label", "val_mask"),
+SPLITS = {   # name: (model scores, the part of the ratings, its labels)
+    "test": ("test_score", "test", "label"),
+    "test_personal": ("test_score_personal", "test", "label"),
+    "taste": ("test_score", "test", "taste_label"),
+    "taste_personal": ("test_score_personal", "test", "taste_label"),
+    "train": ("train_score", "train", "label"),
+    "val": ("val_score", "val", "label"),
 }
 T_975 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-@dataclass(frozen=True)
-class MovieLensRunConfig:
-    data: str | None = None            # path; None: $FEDSIM_DATA, then ../shared/data
-    hub: str | None = None             # a `datasets` folder or hub name, instead of data
-    dataset: str = "ml-latest-small"   # or "synthetic"
-    clients: int | None = None         # clients drawn; None: all users
-    users_per_client: int = 1          # > 1: each client holds a group of users
-    lam: float | tuple[float, ...] = 0.5   # several: one run per lambda, one compilation
-    feedback: FeedbackSpec = field(default_factory=FeedbackSpec)
-    model: ModelSpec = field(default_factory=ModelSpec)
-    algorithms: tuple[str, ...] = ALGORITHMS
-    rounds: int = 20
-    local_epochs: int = 5
-    lr: float = 0.01
-    schedule: str = "constant"   # or "cosine": the shared step size annealed to 0 (schedules.py)
-    seed: int = 0          # the split, the clients drawn and their feedback
-    num_seeds: int = 5     # training seeds (initialisation, minibatches), vmapped
-
-    @property
-    def lams(self) -> tuple[float, ...]:
-        return tuple(self.lam) if isinstance(self.lam, (tuple, list)) else (self.lam,)
-
-    def validate(self) -> "MovieLensRunConfig":
-        check_choice("dataset", self.dataset, tuple(D.DATASETS) + ("synthetic",))
-        require(self.hub is None or self.data is None, "hub", self.hub,
-                "cannot be combined with --data (give one source)")
-        if self.clients is not None:
-            check_int("clients (K)", self.clients, 1)
-        check_int("users_per_client", self.users_per_client, 1)
-        require(len(self.lams) > 0, "lam", self.lam, "must give one or more values")
-        for lam in self.lams:
-            check_real("lam", lam, 0.0)
-        self.feedback.validate()
-        self.model.validate()
-        require(len(self.algorithms) > 0, "algorithm", self.algorithms, "must name one or more")
-        for a in self.algorithms:
-            check_choice("algorithm", a, ALGORITHMS)
-        check_int("rounds (T)", self.rounds, 1)
-        check_int("local_epochs", self.local_epochs, 1)
-        check_real("lr", self.lr, 0.0, lo_open=True)
-        check_choice("schedule", self.schedule, LR_SCHEDULES)
-        check_int("seed", self.seed, 0)
-        check_int("num_seeds", self.num_seeds, 1)
-        return self
 
 
 def load_ratings(config: MovieLensRunConfig) -> D.Ratings:
@@ -117,38 +70,40 @@ def _ci(values) -> tuple[float, float]:
     return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
 
 
-def user_majority_accuracy(clients: dict) -> float:
+def user_majority_accuracy(clients: ClientData) -> float:
     """Each user's majority training label, predicted for its test ratings (ties: positive)."""
-    members = clients["member_mask"].shape[1]
-    user = lambda part: (np.arange(clients[f"{part}_mask"].shape[0])[:, None] * members
-                         + clients[f"{part}_member"])   # (client, member) as one index
-    size = clients["member_mask"].size
-    weights = clients["train_mask"].ravel()
-    pos = np.bincount(user("train").ravel(), clients["train_label"].ravel() * weights, size)
-    count = np.bincount(user("train").ravel(), weights, size)
-    majority = (pos >= count / 2).astype(np.float32)[user("test")]
-    correct = (clients["test_label"] == majority) * clients["test_mask"]
-    return float(correct.sum() / clients["test_mask"].sum())
+    members = clients.member_mask.shape[1]
+    user = lambda part: (np.arange(part.mask.shape[0])[:, None] * members
+                         + part.member)   # (client, member) as one index
+    size = clients.member_mask.size
+    train, test = clients.train, clients.test
+    weights = train.mask.ravel()
+    pos = np.bincount(user(train).ravel(), train.label.ravel() * weights, size)
+    count = np.bincount(user(train).ravel(), weights, size)
+    majority = (pos >= count / 2).astype(np.float32)[user(test)]
+    correct = (test.label == majority) * test.mask
+    return float(correct.sum() / test.mask.sum())
 
 
-def _compile(task, fed: Federation, params0, keys, data, weights, lrs, checkpoints):
+def _compile(task, fed: Federation, params0, keys, data, weights, hparams, lrs, checkpoints):
     """The whole run (init, rounds, logged evaluations), vmapped over training seeds and
-    compiled once; client data and weights are arguments, so other lambdas reuse it."""
-    def one(params0, key, data, weights):
-        state = init_state(task, fed, params0, data, key)
-        state, metrics = make_checkpointed_run(task, fed)(state, data, weights, key, lrs,
-                                                          jnp.asarray(checkpoints))
+    compiled once; client data, weights and hyperparameters (lambda) are arguments, so other
+    lambdas reuse it."""
+    train = make_train(task, fed.algorithm_parts(), fed)
+
+    def one(params0, key, data, weights, hparams):
+        state, metrics = train(params0, data, weights, hparams, key, lrs, jnp.asarray(checkpoints))
         return state.nonfinite_round, metrics
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None))).lower(
-        params0, keys, data, weights).compile()
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None))).lower(
+        params0, keys, data, weights, hparams).compile()
 
 
 def estimate_memory(config: MovieLensRunConfig, clients: dict, num_params: int,
                     checkpoints: int) -> list[tuple[str, float, str]]:
     """(what, bytes, options) of the run's largest allocations (fedsim.memory.check_fits)."""
-    K, seeds = clients["train_mask"].shape[0], config.num_seeds
-    scores = sum(clients[mask].size for _, _, mask in SPLITS.values())
+    K, seeds = clients.member_mask.shape[0], config.num_seeds
+    scores = sum(clients.part(part).mask.size for _, part, _ in SPLITS.values())
     return [
         # each client holds the shared parameters and its optimiser's two moments
         ("the parameters each client holds (seeds x clients x parameters, with Adam moments)",
@@ -156,7 +111,7 @@ def estimate_memory(config: MovieLensRunConfig, clients: dict, num_params: int,
          "--num-seeds, --clients, --dim, --hidden"),
         ("the logged scores of every rating (seeds x logged rounds x ratings, device and host)",
          2.0 * FLOAT * seeds * checkpoints * scores, "--num-seeds, --rounds"),
-        ("the clients' data", 8.0 * sum(v.size for v in clients.values()), "--clients"),
+        ("the clients' data", 8.0 * sum(v.size for v in jax.tree.leaves(clients)), "--clients"),
     ]
 
 
@@ -178,7 +133,7 @@ def run_movielens(config: MovieLensRunConfig, out: Path | None = None,
 class _Problem(NamedTuple):
     ratings: D.Ratings
     groups: list
-    clients: dict          # numpy arrays with a leading client axis (make_clients)
+    clients: ClientData    # numpy arrays with a leading client axis (make_clients)
     local_steps: int       # E: local epochs x steps per epoch
     steps_per_epoch: int
     task: object
@@ -194,8 +149,8 @@ def _prepare(config: MovieLensRunConfig) -> _Problem:
     groups = group_users(select_users(ratings, config.clients, config.seed,
                                       config.users_per_client),
                          config.users_per_client, config.seed)
-    clients = make_clients(ratings, split, groups, config.lams[0], config.feedback, config.seed)
-    steps_per_epoch = math.ceil(float(clients["train_count"].mean()) / config.model.batch)
+    clients = make_clients(ratings, split, groups, config.feedback, config.seed)
+    steps_per_epoch = math.ceil(float(clients.train.count.mean()) / config.model.batch)
     task, net = make_task(ratings.num_movies, ratings.genres, config.model, ratings.year)
     inputs_dim = config.model.inputs_dim(ratings.genres.shape[1])
     init = lambda key: init_params(net, key, inputs_dim, config.model.dim)
@@ -211,8 +166,9 @@ def _prepare(config: MovieLensRunConfig) -> _Problem:
 def _run(config: MovieLensRunConfig, problem: _Problem, out: Path | None, progress: bool,
          wall: float) -> dict:
     ratings, groups, clients, E = problem.ratings, problem.groups, problem.clients, problem.local_steps
-    data = {k: jnp.asarray(v) for k, v in clients.items()}
-    weights = jnp.asarray(clients["train_count"] / clients["train_count"].sum())   # authors' FedAvg
+    data = jax.tree.map(jnp.asarray, clients)
+    counts = clients.train.count
+    weights = jnp.asarray(counts / counts.sum())   # the authors' FedAvg weights
     keys = jax.vmap(jax.random.key)(jnp.arange(config.num_seeds, dtype=jnp.uint32) + 1000 * config.seed)
     params0 = jax.vmap(problem.init)(keys)
     lrs = jnp.asarray(step_sizes(config.schedule, config.rounds, E, lr=config.lr))
@@ -290,25 +246,27 @@ def _run_cell(config, task, algorithm, lam, compiled, E, params0, keys, data, we
               checkpoints, clients, groups) -> dict:
     """One algorithm at one lambda, all training seeds: rows, client rows and the result."""
     start = time.perf_counter()
+    hparams = HParams(MovieLensHParams(jnp.full(weights.shape, lam, jnp.float32)))
     if algorithm not in compiled:   # one compilation per algorithm serves every lambda
         compiled[algorithm] = _compile(task, Federation(algorithm, E), params0, keys, data,
-                                       weights, lrs, checkpoints)
+                                       weights, hparams, lrs, checkpoints)
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
-    lam_data = {**data, "lam": jnp.full_like(data["lam"], lam)}
-    nonfinite, metrics = jax.block_until_ready(compiled[algorithm](params0, keys, lam_data, weights))
+    nonfinite, metrics = jax.block_until_ready(compiled[algorithm](params0, keys, data, weights,
+                                                                   hparams))
     run_s = time.perf_counter() - start
     raise_if_nonfinite(nonfinite)
-    metrics = jax.device_get(metrics)
+    metrics = jax.device_get(metrics).clients
     cell = {"algorithm": algorithm, "lam": lam}
     rows, client_rows, final, selected = [], [], {}, []
     for s in range(config.num_seeds):
         best_val = (-1.0, 0.0, 0)   # (validation accuracy, test accuracy, round)
         for c, t in enumerate(checkpoints):
             figures = {}
-            for name, (score, label, mask) in SPLITS.items():
-                figures[name] = evaluate_scores(metrics[score][s, c], clients[label],
-                                                clients[mask])
+            for name, (score, part, label) in SPLITS.items():
+                ratings = clients.part(part)
+                figures[name] = evaluate_scores(metrics[score][s, c], getattr(ratings, label),
+                                                ratings.mask)
                 f = figures[name]
                 rows.append({**cell, "seed": s, "round": int(t), "split": name,
                              "accuracy": f["accuracy"], "auc": f["auc"],

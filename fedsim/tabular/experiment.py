@@ -18,116 +18,27 @@ import dataclasses
 import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from fedsim.checkpoint import load_state, save_state
-from fedsim.choices import SERVER_OPTIMIZERS
-from fedsim.engine import (Federation, init_state, log_checkpoints, make_checkpointed_run,
-                           raise_if_nonfinite, step_sizes)
+from fedsim.engine import HParams, make_trainer, raise_if_nonfinite
 from fedsim.engine import keys as K_
 from fedsim.engine.aggregation import sample_participants
-from fedsim.engine.faults import byzantine_clients, dropout_mask, straggler_steps
-from fedsim.engine.sharding import client_mesh, pad_clients, padded_size, shard_clients, to_host
-from fedsim.errors import check_choice, check_int, check_real, require
+from fedsim.engine.faults import dropout_mask, straggler_steps
+from fedsim.engine.sharding import client_mesh, to_host
 from fedsim.interrupt import requested, stop_if_requested
-from fedsim.memory import FLOAT, check_fits
+from fedsim.memory import FLOAT
 from fedsim.provenance import SIMULATOR, code_fingerprint
 from fedsim.results import append_csv, read_csv_rows, write_json, write_npz
 from fedsim.rundir import RunFolder
 from fedsim.tabular import oracles
-from fedsim.tabular.mdp import InstanceSpec, TabularInstance, client_data, make_instance
-from fedsim.tabular.task import LearnerSpec, make_task, regularizer
-
-
-@dataclass(frozen=True)
-class TabularRunConfig:
-    """A tabular FedRLHF run. lr = "mei" picks Mei et al.'s provably safe constant step."""
-
-    instance: InstanceSpec = field(default_factory=InstanceSpec)
-    learner: LearnerSpec = field(default_factory=LearnerSpec)
-    algorithm: str = "fedavg"
-    rounds: int = 100
-    local_steps: int = 5
-    participants: int | None = None
-    schedule: str = "constant"
-    lr: float | str = 1.0
-    beta: float = 1.0
-    gamma0: float = 10.0
-    server_optimizer: str = "none"
-    server_lr: float = 1.0
-    seed: int = 0
-    num_seeds: int = 1
-    log_every: int = 1
-    log_points: int | None = None
-    devices: int = 1
-    client_block: int | None = None
-    aggregator: str = "mean"      # mean, median or trimmed_mean (fedsim.engine.aggregators)
-    trim: float = 0.0             # beta of the trimmed mean
-    dropout: float = 0.0          # probability that a participant's delta is lost
-    stragglers: float = 0.0       # probability that a participant does only 1..E-1 steps
-    byzantine: float = 0.0        # fraction of Byzantine clients (fedsim.engine.faults)
-    attack: str = "sign_flip"
-    attack_scale: float = 2.5
-
-    def validate(self) -> "TabularRunConfig":
-        self.instance.validate()
-        self.learner.validate()
-        check_real("byzantine", self.byzantine, 0.0, 1.0)
-        self.federation().validate(self.instance.num_clients)
-        check_int("rounds (T)", self.rounds, 1)
-        check_choice("server_opt", self.server_optimizer, SERVER_OPTIMIZERS)
-        check_real("server_lr", self.server_lr, 0.0, lo_open=True)
-        check_int("seed", self.seed, 0)
-        check_int("num_seeds", self.num_seeds, 1)
-        check_int("log_every", self.log_every, 1)
-        if self.log_points is not None:
-            check_int("log_points", self.log_points, 1)
-        available = len(jax.devices())
-        require(isinstance(self.devices, int) and 1 <= self.devices <= available, "devices",
-                self.devices, f"must be an integer in [1, {available}], the devices JAX sees "
-                "(on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)")
-        if padded_size(self.instance.num_clients, self.devices) != self.instance.num_clients:
-            require(self.participants is None, "participants", self.participants,
-                    f"must be none (all clients) when K = {self.instance.num_clients} is not a "
-                    f"multiple of --devices {self.devices}: padded clients would be sampled")
-        require(self.lr == "mei" or isinstance(self.lr, (int, float)), "lr", self.lr,
-                'must be a positive number or "mei"')
-        step_sizes(self.schedule, 1, self.local_steps, lr=1.0 if self.lr == "mei" else self.lr,
-                   beta=self.beta, gamma0=self.gamma0)   # the schedule's numbers, for one round
-        check_fits(estimate_memory(self))   # before anything is allocated
-        return self
-
-    def federation(self) -> Federation:
-        opt = {"none": None, "sgd": optax.sgd, "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
-               "adam": optax.adam}.get(self.server_optimizer)
-        return Federation(self.algorithm, self.local_steps, self.participants,
-                          opt(self.server_lr) if opt else None, self.client_block,
-                          self.aggregator, self.trim, self.dropout, self.stragglers,
-                          tuple(int(k) for k in np.flatnonzero(self.byzantine_mask())),
-                          self.attack, self.attack_scale)
-
-    def byzantine_mask(self) -> np.ndarray:
-        """(K,) bool: the Byzantine clients, drawn from the instance seed."""
-        return byzantine_clients(self.instance.num_clients, self.byzantine, self.instance.seed)
-
-    def logged_rounds(self) -> np.ndarray:
-        """Round counts (1-based) evaluated and written: about log_points log-spaced ones if
-        set, else every log_every-th; always the last."""
-        if self.log_points is not None:
-            return log_checkpoints(self.rounds, self.log_points)
-        every = np.arange(self.log_every, self.rounds + 1, self.log_every)
-        return np.unique(np.append(every, self.rounds)).astype(np.int32)
-
-    def step_sizes(self, mei_step: float) -> np.ndarray:
-        lr = mei_step if self.lr == "mei" else self.lr
-        return step_sizes(self.schedule, self.rounds, self.local_steps, lr=lr, beta=self.beta,
-                          gamma0=self.gamma0)
+from fedsim.tabular.mdp import TabularInstance, client_data, make_instance
+from fedsim.tabular.task import client_hparams, make_task, regularizer
+from fedsim.tabular.config import LearnerSpec, TabularRunConfig
 
 
 def mei_step_size(instance: TabularInstance, learner: LearnerSpec) -> float:
@@ -208,16 +119,14 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
         write_npz(out / "instance.npz", instance_arrays(config, instance, lrs, reg))
 
     data, weights = client_data(instance), jnp.asarray(instance.p)
+    hparams = HParams(client_hparams(instance), fed.algorithm_hparams())
     seeds = config.seed + np.arange(config.num_seeds)
     run_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
     theta0 = jnp.asarray(instance.theta0)
-    if config.devices > 1:   # clients split over devices; padded clients have weight 0
-        mesh = client_mesh(config.devices)
-        data, weights = shard_clients(pad_clients(data, weights, config.devices), mesh)
-    states = jax.vmap(lambda key: init_state(task, fed, theta0, data, key))(run_keys)
-    if config.devices > 1:
-        states = states._replace(client_params=shard_clients(states.client_params, mesh, 1),
-                                 private=shard_clients(states.private, mesh, 1))
+    # With several devices the engine splits the clients over them (padding with weight 0).
+    mesh = client_mesh(config.devices) if config.devices > 1 else None
+    trainer = make_trainer(task, fed.algorithm_parts(), fed, mesh)
+    states = jax.jit(jax.vmap(lambda key: trainer.init(theta0, data, key)))(run_keys)
     checkpoints, lrs_device = config.logged_rounds(), jnp.asarray(lrs)
     groups = _chunks(len(checkpoints))   # checkpoints per call
     starts = np.cumsum([0] + groups[:-1])
@@ -225,13 +134,13 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
     saver = None if out is None else _Progress(out, states, keep_state=jax.process_count() == 1)
     first_chunk, states = saver.restore(states) if saver else (0, states)
     # Evaluated only at logged rounds: memory is O(K state + logged rounds), not O(T K).
-    run = jax.vmap(make_checkpointed_run(task, fed), in_axes=(0, None, None, 0, None, None, None))
+    run = jax.vmap(trainer.run, in_axes=(0, None, None, None, 0, None, None, None))
     done = int(checkpoints[sum(groups[:first_chunk]) - 1]) if first_chunk else 0
     compiled, compile_s = {}, 0.0
     for n in sorted(set(groups[first_chunk:])):
         start = time.perf_counter()
         compiled[n] = jax.jit(run, donate_argnums=0).lower(
-            states, data, weights, run_keys, lrs_device, jnp.asarray(checkpoints[:n]),
+            states, data, weights, hparams, run_keys, lrs_device, jnp.asarray(checkpoints[:n]),
             jnp.int32(0)).compile()
         compile_s += time.perf_counter() - start
         stop_if_requested(f"stopped while compiling, with {done} of {config.rounds} rounds "
@@ -244,12 +153,12 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
         for i in range(first_chunk, len(groups)):
             stops = checkpoints[starts[i]:starts[i] + groups[i]]
             start = time.perf_counter()
-            states, metrics = compiled[groups[i]](states, data, weights, run_keys, lrs_device,
-                                                  jnp.asarray(stops), jnp.int32(done))
+            states, metrics = compiled[groups[i]](states, data, weights, hparams, run_keys,
+                                                  lrs_device, jnp.asarray(stops), jnp.int32(done))
             raise_if_nonfinite(to_host(states.nonfinite_round))  # at the end of the chunk
             metrics = to_host(metrics)
             run_s += time.perf_counter() - start
-            final_J = metrics["J"][:, -1]
+            final_J = metrics.round["J"][:, -1]
             bar.update(int(stops[-1]) - done)
             done = int(stops[-1])
             rows, client_rows = _chunk_rows(metrics, stops, seeds, lrs, optimum, num_clients)
@@ -280,15 +189,16 @@ def _chunk_rows(metrics, stops, seeds, lrs, optimum, num_clients):
     for j, stop in enumerate(stops):
         t = int(stop) - 1
         for i, seed in enumerate(seeds):
-            J = float(metrics["J"][i, j])
-            rows.append({"seed": int(seed), "round": t + 1, "J": metrics["J"][i, j],
+            J = float(metrics.round["J"][i, j])
+            rows.append({"seed": int(seed), "round": t + 1, "J": metrics.round["J"][i, j],
                          "J_star": optimum.J_star, "gap": optimum.J_star - J,
-                         "J0": metrics["J0"][i, j], "J_personal": metrics["J_personal"][i, j],
+                         "J0": metrics.round["J0"][i, j],
+                         "J_personal": metrics.round["J_personal"][i, j],
                          "step_size": lrs[t, 0]})
             client_rows += [{"seed": int(seed), "round": t + 1, "client": k,
-                             "J_client": metrics["J_client"][i, j, k],
-                             "J_personal_client": metrics["J_personal_client"][i, j, k]}
-                            for k in range(num_clients)]   # padded clients dropped
+                             "J_client": metrics.clients["J_client"][i, j, k],
+                             "J_personal_client": metrics.clients["J_personal_client"][i, j, k]}
+                            for k in range(num_clients)]
     return rows, client_rows
 
 
@@ -355,6 +265,7 @@ def instance_arrays(config: TabularRunConfig, instance: TabularInstance, lrs, re
         "reg": learner.reg, "tau": float(reg.tau),
         "log_ref": np.broadcast_to(np.asarray(reg.log_ref, np.float32), instance.theta0.shape),
         "server_optimizer": config.server_optimizer, "server_lr": config.server_lr,
+        "mu": config.mu,
         "aggregator": config.aggregator, "trim": config.trim, "dropout": config.dropout,
         "byzantine": config.byzantine_mask(), "attack": config.attack,
         "attack_scale": config.attack_scale,

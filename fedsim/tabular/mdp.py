@@ -15,98 +15,19 @@ keyed by (seed, k) alone, so adding clients never changes the existing ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedsim.choices import INITS, REWARD_FORMS, STARTS, WEIGHTINGS
-from fedsim.errors import ConfigError, check_choice, check_int, check_real, require
+from fedsim.choices import REWARD_FORMS
+from fedsim.tabular.config import InstanceSpec
+from fedsim.errors import ConfigError
 
 
 # Stream tags: one independent numpy stream per (seed, tag[, client]).
 _P_SHARED, _P_CLIENT, _R0_SHARED, _R0_CLIENT, _H_CLIENT, _COUNTS, _THETA0, _RHO = range(8)
-
-
-@dataclass(frozen=True)
-class InstanceSpec:
-    """Everything that defines an instance; `make_instance` turns it into arrays.
-
-    lam: a constant feedback weight for every client, or a sequence of K values.
-    lam_grid: (lo, hi) gives lam_k = lo + (hi - lo) * k / (K - 1), the authors' IMDb grid
-        with (0.1, 0.9); it overrides `lam`. With K = 1 the single client gets lo.
-    weights: "uniform", "samples" (p_k proportional to the client's sample count n_k, as
-        in the authors' aggregation) or a sequence of K non-negative numbers.
-    branching: how many next states each (s, a) can reach (None: all S).
-    """
-
-    num_clients: int = 10
-    num_states: int = 20
-    num_actions: int = 5
-    gamma: float = 0.9
-    transition_heterogeneity: float = 0.0
-    reward_heterogeneity: float = 0.0
-    branching: int | None = None
-    r_max: float = 1.0
-    h_max: float = 1.0
-    lam: float | Sequence[float] = 0.5
-    lam_grid: tuple[float, float] | None = None
-    reward_form: str = "additive"
-    weights: str | Sequence[float] = "uniform"
-    start: str = "uniform"
-    init: str = "zero"
-    init_scale: float = 1.0
-    seed: int = 0
-
-    def validate(self) -> "InstanceSpec":
-        K = check_int("clients (K)", self.num_clients, 1)
-        S = check_int("states (S)", self.num_states, 1)
-        check_int("actions (A)", self.num_actions, 2)
-        check_real("gamma", self.gamma, 0.0, 1.0, hi_open=True)
-        check_real("transition_heterogeneity", self.transition_heterogeneity, 0.0, 1.0)
-        check_real("reward_heterogeneity", self.reward_heterogeneity, 0.0, 1.0)
-        if self.branching is not None:
-            check_int("branching", self.branching, 1, S)
-        check_real("r_max", self.r_max, 0.0)
-        check_real("h_max", self.h_max, 0.0)
-        check_choice("reward_form", self.reward_form, REWARD_FORMS)
-        check_choice("start", self.start, STARTS)
-        check_choice("init", self.init, INITS)
-        check_real("init_scale", self.init_scale, 0.0)
-        check_int("seed", self.seed, 0)
-        lam_max = 1.0 if self.reward_form == "convex" else None
-        allowed = "must be in [0, 1] with the convex reward form" if lam_max else "must be >= 0"
-        ok = lambda v: bool(np.isfinite(v) and v >= 0 and (lam_max is None or v <= lam_max))
-        if self.lam_grid is not None:   # the grid's ends bound its values
-            require(len(self.lam_grid) == 2 and all(map(ok, self.lam_grid)), "lam_grid",
-                    list(self.lam_grid), "must be two numbers (lo, hi) that each " + allowed[5:])
-        elif np.ndim(self.lam) == 0:
-            require(ok(self.lam), "lam", self.lam, allowed)
-        else:
-            for k, value in enumerate(self.lam_values()):
-                require(ok(value), f"lam[{k}]", float(value), allowed)
-        if isinstance(self.weights, str):
-            check_choice("weights", self.weights, WEIGHTINGS)
-        else:
-            w = np.asarray(self.weights, dtype=float)
-            require(w.shape == (K,), "weights", list(self.weights), f"must hold K = {K} numbers")
-            require(bool(np.all(np.isfinite(w)) and np.all(w >= 0)), "weights", list(self.weights),
-                    "must be finite and non-negative")
-            require(bool(w.sum() > 0), "weights", list(self.weights), "must not be all zero")
-        return self
-
-    def lam_values(self) -> np.ndarray:
-        K = self.num_clients
-        if self.lam_grid is not None:
-            lo, hi = self.lam_grid
-            return lo + (hi - lo) * np.arange(K) / max(K - 1, 1)
-        lam = np.asarray(self.lam, dtype=float)
-        if lam.ndim == 0:
-            return np.full(K, float(lam))
-        if lam.shape != (K,):
-            raise ConfigError("lam", list(lam), f"must be one number or K = {K} numbers")
-        return lam
 
 
 class TabularInstance(NamedTuple):
@@ -205,16 +126,20 @@ def make_instance(spec: InstanceSpec) -> TabularInstance:
     )
 
 
-def client_data(instance: TabularInstance) -> dict:
+class ClientMDP(NamedTuple):
+    """Client k's environment and feedback (leading axis K in the engine)."""
+
+    P: jax.Array    # (S, A, S) transition probabilities
+    R0: jax.Array   # (S, A) intrinsic reward
+    H: jax.Array    # (S, A) the human-feedback reward
+
+
+def client_data(instance: TabularInstance) -> ClientMDP:
     """The per-client arrays the engine vmaps over (leading axis K), as jnp arrays.
 
-    The shaped reward is not stored: the task builds it from R0, H and lam inside the
-    compiled program, so grids over lam need no new data.
+    The shaped reward is not stored: the task builds it from R0, H and lambda (a
+    hyperparameter, fedsim.tabular.task.TabularHParams) inside the compiled program, so
+    grids over lambda need no new data.
     """
-    return {
-        "P": jnp.asarray(instance.P),
-        "R0": jnp.asarray(instance.R0),
-        "H": jnp.asarray(instance.H),
-        "lam": jnp.asarray(instance.lam),
-    }
+    return ClientMDP(jnp.asarray(instance.P), jnp.asarray(instance.R0), jnp.asarray(instance.H))
 

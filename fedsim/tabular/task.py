@@ -6,51 +6,17 @@ policy gradient or a sampled-trajectory estimate of it. Parameters are the logit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from fedsim.choices import ESTIMATORS, GRADIENTS, REGULARIZERS
-from fedsim.engine import Task
-from fedsim.errors import check_choice, check_int, check_real, require
+from fedsim.engine import Direction, Task
 from fedsim.tabular import oracles
-from fedsim.tabular.mdp import TabularInstance, shaped_reward
-from fedsim.tabular.sampling import default_horizon, sampled_gradient
+from fedsim.tabular.config import LearnerSpec
+from fedsim.tabular.mdp import ClientMDP, TabularInstance, shaped_reward
+from fedsim.tabular.sampling import sampled_gradient
 
-
-
-@dataclass(frozen=True)
-class LearnerSpec:
-    """How a client computes its local direction.
-
-    gradient: "exact" (two linear solves) or "sampled" (`batch` trajectories, geometric
-        horizon capped at `horizon`; None picks H with gamma^H <= 1e-7).
-    reg: "entropy" adds tau * entropy to the reward, "kl" subtracts tau * KL(pi || pi_ref)
-        with pi_ref the initial policy softmax(theta0).
-    """
-
-    gradient: str = "exact"
-    batch: int = 16
-    horizon: int | None = None
-    estimator: str = "gpomdp"
-    reg: str = "none"
-    tau: float = 0.0
-
-    def validate(self) -> "LearnerSpec":
-        check_choice("gradient", self.gradient, GRADIENTS)
-        check_int("batch (B)", self.batch, 1)
-        if self.horizon is not None:
-            check_int("horizon (H)", self.horizon, 1)
-        check_choice("estimator", self.estimator, ESTIMATORS)
-        check_choice("reg", self.reg, REGULARIZERS)
-        check_real("tau", self.tau, 0.0)
-        require(self.reg == "none" or self.tau > 0, "tau", self.tau,
-                f"must be > 0 with reg = {self.reg}")
-        return self
-
-    def horizon_for(self, gamma: float) -> int:
-        return self.horizon if self.horizon is not None else default_horizon(gamma)
 
 
 def regularizer(learner: LearnerSpec, instance: TabularInstance) -> oracles.Regularizer:
@@ -60,38 +26,50 @@ def regularizer(learner: LearnerSpec, instance: TabularInstance) -> oracles.Regu
     return oracles.Regularizer(jnp.float32(learner.tau), log_ref)
 
 
+class TabularHParams(NamedTuple):
+    """The task's per-client hyperparameters (leading axis K in the engine)."""
+
+    lam: jax.Array   # lambda_k, the weight of client k's human feedback
+
+
+def client_hparams(instance: TabularInstance) -> TabularHParams:
+    return TabularHParams(jnp.asarray(instance.lam))
+
+
 def make_task(instance: TabularInstance, learner: LearnerSpec) -> Task:
-    """The engine's view of a tabular instance. Client data: dict(P, R0, H, lam) per client."""
+    """The engine's view of a tabular instance: client data ClientMDP, hyperparameters
+    TabularHParams; the parameters are the logits, the step plain ascent."""
     learner.validate()
     gamma, form = instance.gamma, instance.reward_form
     rho = jnp.asarray(instance.rho)
     reg = regularizer(learner, instance)
     horizon = learner.horizon_for(gamma)
 
-    def reward(data):
-        return shaped_reward(data["R0"], data["H"], data["lam"], form)
+    def reward(data: ClientMDP, hp: TabularHParams):
+        return shaped_reward(data.R0, data.H, hp.lam, form)
 
-    def direction(theta, private, data, key):
+    def direction(theta, personal, private, data: ClientMDP, hp: TabularHParams, key):
         if learner.gradient == "exact":
-            grad = oracles.client_gradient(theta, data["P"], reward(data), rho, gamma, reg)
+            grad = oracles.client_gradient(theta, data.P, reward(data, hp), rho, gamma, reg)
         else:
-            grad = sampled_gradient(theta, data["P"], reward(data), rho, gamma, reg, key,
+            grad = sampled_gradient(theta, data.P, reward(data, hp), rho, gamma, reg, key,
                                     batch=learner.batch, horizon=horizon,
                                     estimator=learner.estimator)
-        return grad, private
+        return Direction(grad)
 
-    def evaluate(theta, client_thetas, private, data, weights):
-        r = reward(data)
-        per_client = oracles.returns(theta, data["P"], r, rho, gamma, reg)
+    def evaluate(theta, clients, data: ClientMDP, hp: TabularHParams, weights):
+        r = reward(data, hp)
+        per_client = oracles.returns(theta, data.P, r, rho, gamma, reg)
         personal = jax.vmap(oracles.client_return, (0, 0, 0, None, None, None))(
-            client_thetas, data["P"], r, rho, gamma, reg)
-        intrinsic = oracles.returns(theta, data["P"], data["R0"], rho, gamma)
+            clients.params, data.P, r, rho, gamma, reg)
+        intrinsic = oracles.returns(theta, data.P, data.R0, rho, gamma)
         return {
             "J": weights @ per_client,          # the global objective of the global policy
             "J0": weights @ intrinsic,          # its intrinsic (feedback-free) return
             "J_personal": weights @ personal,   # each client's own policy on its own objective
-            "J_client": per_client,             # (K,) global policy on each client's objective
-            "J_personal_client": personal,      # (K,)
+        }, {
+            "J_client": per_client,             # the global policy on each client's objective
+            "J_personal_client": personal,
         }
 
-    return Task(init_private=lambda data, key: {}, direction=direction, evaluate=evaluate)
+    return Task(init_private=lambda data, key: (), direction=direction, evaluate=evaluate)

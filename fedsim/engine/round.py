@@ -1,0 +1,93 @@
+"""The round function: sample, start, train locally, send, aggregate, update the server.
+
+    (state, data, weights, hparams, run key, round index t, step sizes (E,)) -> (state, aux)
+
+It knows nothing of any algorithm: the algorithm's parts (fedsim.engine.algorithm) say how
+clients start, train and are combined; the Federation says who takes part and which faults
+strike. Everything with a leading client axis is only mapped over or contracted over axis 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedsim.engine import keys as K_
+from fedsim.engine.aggregation import participant_weights, sample_participants
+from fedsim.engine.faults import attack, dropout_mask, straggler_steps
+from fedsim.engine.state import FedState
+
+
+class HParams(NamedTuple):
+    """The run's hyperparameters, inputs of the compiled run (grids over them are vmaps)."""
+
+    task: Any = ()        # the task's, per client (leading axis K), e.g. lambda_k
+    algorithm: Any = ()   # the algorithm's (scalars), e.g. FedProx's mu
+
+
+def all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def flag_nonfinite(state: FedState, tree, round_index) -> FedState:
+    first_bad = jnp.where((state.nonfinite_round < 0) & ~all_finite(tree), round_index,
+                          state.nonfinite_round)
+    return state._replace(nonfinite_round=first_bad.astype(jnp.int32))
+
+
+def make_train_round(task, algorithm, fed):
+    """One training round (no evaluation); aux: the task's aux metrics, averaged over local
+    steps and then over the participants with their aggregation weights."""
+    E = fed.local_steps
+    client_update = algorithm.client_update(task, algorithm.local_objective, E, fed.client_block)
+
+    def train_round(state: FedState, data, weights, hparams: HParams, run_key, t, lrs):
+        K = weights.shape[0]
+        m = fed.num_participants(K)
+        idx = sample_participants(K_.participation_key(run_key, t), K, m)
+        take = (lambda tree: tree) if m == K else (
+            lambda tree: jax.tree.map(lambda x: x[idx], tree))
+        put = (lambda tree, new: new) if m == K else (
+            lambda tree, new: jax.tree.map(lambda x, y: x.at[idx].set(y), tree, new))
+        keys = jax.vmap(K_.client_round_key, (None, None, 0))(run_key, t, idx)
+        w = participant_weights(weights, idx, m)
+
+        mine = take(state.clients)
+        start, message = algorithm.client_start(state.params, mine.params, hparams.algorithm)
+        steps = straggler_steps(K_.straggler_key(run_key, t), m, E, fed.stragglers) \
+            if fed.stragglers > 0 else None
+        mine, aux = client_update(start, mine, take(data), take(hparams.task), keys, lrs, steps,
+                                  message, w, hparams.algorithm)
+
+        delta = jax.tree.map(lambda h, p: h - p, mine.params, state.params)   # what they send
+        if fed.byzantine:
+            byzantine = jnp.asarray(np.isin(np.arange(K), fed.byzantine))[idx]
+            delta = attack(delta, byzantine, fed.attack, fed.attack_scale, run_key, t, idx)
+        arrived = dropout_mask(K_.dropout_key(run_key, t), m, fed.dropout) \
+            if fed.dropout > 0 else jnp.ones(m, jnp.float32)
+        arrived = arrived * (w > 0)   # zero-weight (padding) clients never count
+        aggregate, aggregator_state = algorithm.aggregator.apply(
+            delta, w, arrived, K_.server_key(run_key, t), state.aggregator_state)
+
+        clients = put(state.clients, mine)
+        params, server_state = algorithm.server_update.apply(
+            state.params, aggregate, clients.params, weights, state.server_state)
+        empty = state.empty_rounds + (arrived.sum() == 0).astype(jnp.int32)
+        new = FedState(params, server_state, aggregator_state, clients, state.nonfinite_round,
+                       empty)
+        share = w / jnp.maximum(w.sum(), 1e-30)
+        aux = jax.tree.map(lambda x: share.astype(x.dtype) @ x, aux)
+        return flag_nonfinite(new, (params, clients.params, aux), t), aux
+
+    return train_round
+
+
+def evaluate(task, state: FedState, data, weights, hparams: HParams, round_index):
+    """(state, metrics, client_metrics): the task's evaluation, flagged if non-finite."""
+    metrics, client_metrics = task.evaluate(state.params, state.clients, data, hparams.task,
+                                            weights)
+    return flag_nonfinite(state, (metrics, client_metrics), round_index), metrics, client_metrics
