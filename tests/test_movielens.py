@@ -409,7 +409,7 @@ def test_groups_of_users_as_clients_run_with_a_personal_embedding_per_user():
     params0 = init_params(net, jax.random.key(0), r.genres.shape[1], spec.dim)
     fed = Federation("fedavg", 2)
     state = make_trainer(task, fed.algorithm_parts(), fed).init(params0, data, jax.random.key(1))
-    assert state.clients.personal["user"].shape == (2, 3, 4)
+    assert state.clients.personal.user.shape == (2, 3, 4)
     _, scores = task.evaluate(params0, state.clients, data,
                               MovieLensHParams(jnp.full(2, 0.5)), jnp.full(2, 0.5))
     assert scores["test_score"].shape == c.test.movie.shape
@@ -433,8 +433,8 @@ def test_shared_parameters_are_all_that_is_aggregated():
         jax.random.key(1), jnp.full((2, 2), 0.01), every_round(2))
     assert jax.tree.structure(state.params) == jax.tree.structure(params0)
     clients = state.clients
-    assert clients.personal["user"].shape == (6, 1, 4) and clients.private["reward"].shape[0] == 6
-    users = np.asarray(clients.personal["user"])
+    assert clients.personal.user.shape == (6, 1, 4) and clients.private.reward.shape[0] == 6
+    users = np.asarray(clients.personal.user)
     assert not np.allclose(users[0], users[1])
     # The optimisers' moments live in the engine's client state, per client (Adam on the MLP).
     moments = jax.tree.leaves(clients.opt_state)

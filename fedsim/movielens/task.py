@@ -93,6 +93,17 @@ def fit_reward_model(data, features, spec: ModelSpec):
     return jax.lax.fori_loop(0, spec.reward_steps, step, jnp.zeros(features.shape[1]))
 
 
+class Personal(NamedTuple):
+    """A client's personal parameters (one row per user it holds), never aggregated."""
+
+    user: jax.Array   # (users, dim) user embeddings
+    bias: jax.Array   # (users, 2) action biases
+
+
+class Private(NamedTuple):
+    reward: jax.Array   # the local reward model's weights (fit_reward_model)
+
+
 class MovieLensHParams(NamedTuple):
     """The task's per-client hyperparameters (leading axis K in the engine)."""
 
@@ -111,8 +122,8 @@ def make_task(num_movies: int, genres: np.ndarray, spec: ModelSpec,
 
     def q_values(params, personal, movie, member):
         """Q(s, .) of the ratings (movie, member): member indexes the client's users."""
-        return (net.apply(params, movie, input_table[movie], personal["user"][member])
-                + personal["bias"][member])
+        return (net.apply(params, movie, input_table[movie], personal.user[member])
+                + personal.bias[member])
 
     client_optimizer = optax.multi_transform(
         {"mlp": optax.adam(1.0), "movies": optax.scale(-spec.embedding_scale)},
@@ -122,14 +133,14 @@ def make_task(num_movies: int, genres: np.ndarray, spec: ModelSpec,
 
     def init_personal(data, key):
         members = data.member_mask.shape[-1]
-        return {"user": 0.01 * jax.random.normal(key, (members, spec.dim)),
-                "bias": jnp.zeros((members, 2))}
+        return Personal(0.01 * jax.random.normal(key, (members, spec.dim)),
+                        jnp.zeros((members, 2)))
 
     def init_private(data, key):
-        return {"reward": fit_reward_model(data, features, spec)}
+        return Private(fit_reward_model(data, features, spec))
 
     def shaped_targets(private, lam, movie, label):
-        feedback = jnp.tanh(features[movie] @ private["reward"])
+        feedback = jnp.tanh(features[movie] @ private.reward)
         recommend = (2 * label - 1) + lam * feedback
         return jnp.stack([recommend, -recommend], -1)
 
