@@ -196,16 +196,14 @@ def test_acceptance_checks_pass_and_fail_on_the_right_data():
 
 
 def test_bench_runs_end_to_end_on_a_tiny_plan(tmp_path):
-    # W3's modes are compared in test_bench_modes_compute_the_same_rounds; here the plan,
-    # the cells' processes and the files are what is tested.
-    config = {"quick": True, "clients": [2], "neural_clients": [], "large_clients": [],
+    config = {"quick": True, "clients": [2], "neural_clients": [2], "large_clients": [],
               "budget_s": 0.01,
               "grid": {"K": 2, "lams": 2, "seeds": 2, "rounds": 2}, "local_steps": W.LOCAL_STEPS,
               "step_size": W.STEP_SIZE}
     result = run_bench(True, tmp_path, progress=False, config=config)
     rows = result["rows"]
     assert [(r["workload"], r["mode"]) for r in rows] == [
-        (w, m) for w in ("W1", "W2") for m in W.modes_for(w)] + [
+        (w, m) for w in ("W1", "W2", "W3") for m in W.modes_for(w)] + [
         ("W1", "grid_1x1"), ("W1", "grid_2x2"), ("W1", "grid_2x2_init")]
     assert all(r["client_steps_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
     assert (tmp_path / "bench.csv").read_text().count("\n") == len(rows) + 1
