@@ -8,17 +8,16 @@ import jax
 
 from fedsim.algorithms.fedavg import fedavg
 from fedsim.engine.aggregators import Aggregator
-from fedsim.engine.state import broadcast_clients
+from fedsim.engine.algorithm import from_global
 
 
 class FedProxHParams(NamedTuple):
     mu: float = 0.0   # the proximal coefficient (0: FedAvg)
 
 
-def anchored_start(global_params, own_params, hparams):
+def anchored_start(global_params, client_params, participants, hparams):
     """Start from the global parameters, and keep them as the proximal anchor."""
-    m = jax.tree.leaves(own_params)[0].shape[0]
-    start = broadcast_clients(global_params, m)
+    start, _ = from_global(global_params, client_params, participants, hparams)
     return start, start
 
 

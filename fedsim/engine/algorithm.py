@@ -3,9 +3,12 @@ parts. fedsim.algorithms composes them into FedAvg, FedProx, centralized and loc
 
     Algorithm(name, client_start, local_objective, client_update, aggregator, server_update)
 
-client_start(global_params, own_params (m, ...), hparams) -> (start (m, ...), message)
+client_start(global_params, client_params (K, ...), participants (m,), hparams)
+        -> (start (m, ...), message)
     What each of the round's m participants starts from (the global parameters, its own) and
-    a per-client message from the server (e.g. FedProx's anchor; () if none).
+    a per-client message the server computes, from the global parameters or from every
+    client's previous parameters (e.g. FedProx's anchor, a reference built from the peers;
+    () if none). `participant_rows` picks the participants' rows.
 local_objective(direction, params, message, hparams) -> direction
     The algorithm's change to the task's local ascent direction (FedProx's proximal pull).
 client_update(task, local_objective, local_steps, client_block) -> update
@@ -61,15 +64,22 @@ def _negated(tree):
 
 # ---- client start --------------------------------------------------------------------------
 
-def from_global(global_params, own_params, hparams):
+def participant_rows(tree, participants):
+    """The participants' rows of a pytree with a leading client axis (all of it, without a
+    gather, when every client takes part)."""
+    if participants.shape[0] == jax.tree.leaves(tree)[0].shape[0]:
+        return tree   # sample_participants gives 0..K-1 in order when m = K
+    return jax.tree.map(lambda x: x[participants], tree)
+
+
+def from_global(global_params, client_params, participants, hparams):
     """Every participant starts from the global parameters (FedAvg)."""
-    m = jax.tree.leaves(own_params)[0].shape[0]
-    return broadcast_clients(global_params, m), ()
+    return broadcast_clients(global_params, participants.shape[0]), ()
 
 
-def from_own(global_params, own_params, hparams):
+def from_own(global_params, client_params, participants, hparams):
     """Every participant continues from the parameters it holds (no federation)."""
-    return own_params, ()
+    return participant_rows(client_params, participants), ()
 
 
 # ---- local objective -----------------------------------------------------------------------

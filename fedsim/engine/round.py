@@ -57,7 +57,8 @@ def make_train_round(task, algorithm, fed):
         w = participant_weights(weights, idx, m)
 
         mine = take(state.clients)
-        start, message = algorithm.client_start(state.params, mine.params, hparams.algorithm)
+        start, message = algorithm.client_start(state.params, state.clients.params, idx,
+                                                hparams.algorithm)
         steps = straggler_steps(K_.straggler_key(run_key, t), m, E, fed.stragglers) \
             if fed.stragglers > 0 else None
         mine, aux = client_update(start, mine, take(data), take(hparams.task), keys, lrs, steps,
