@@ -56,11 +56,12 @@ FAULTS = {"honest": {}, "sign_flip": {"byzantine": (1,), "attack": "sign_flip"},
           "noise": {"byzantine": (4,), "attack": "noise", "attack_scale": 0.5}}
 
 
-@pytest.mark.parametrize("aggregator,mode,gradient", list(itertools.product(
-    AGGREGATORS, MODES, ["exact", "sampled"])))
-def test_engine_equals_reference_for_every_aggregator_and_participation(aggregator, mode,
-                                                                        gradient):
-    fed = Federation("fedavg", 2, **AGGREGATORS[aggregator], **MODES[mode])
+@pytest.mark.parametrize("algorithm,aggregator,mode,gradient", list(itertools.product(
+    ["fedavg", "fedprox"], AGGREGATORS, MODES, ["exact", "sampled"])))
+def test_engine_equals_reference_for_every_aggregator_and_participation(algorithm, aggregator,
+                                                                        mode, gradient):
+    fed = Federation(algorithm, 2, **AGGREGATORS[aggregator], **MODES[mode],
+                     mu=0.6 if algorithm == "fedprox" else 0.0)
     state, metrics, ref = _compare(fed, gradient)
     assert _close(state, metrics, ref)
     assert not np.allclose(ref["theta"], _instance().theta0)

@@ -67,7 +67,8 @@ def _negated(tree):
 def participant_rows(tree, participants):
     """The participants' rows of a pytree with a leading client axis (all of it, without a
     gather, when every client takes part)."""
-    if participants.shape[0] == jax.tree.leaves(tree)[0].shape[0]:
+    leaves = jax.tree.leaves(tree)
+    if not leaves or participants.shape[0] == leaves[0].shape[0]:
         return tree   # sample_participants gives 0..K-1 in order when m = K
     return jax.tree.map(lambda x: x[participants], tree)
 

@@ -65,10 +65,9 @@ class Federation:
                 "must be 0 with local_steps E = 1 (a straggler does 1 to E - 1 steps)")
         require(self.stragglers == 0 or self.algorithm != "centralized", "algorithm",
                 self.algorithm, "must be fedavg, fedprox or local with --stragglers")
-        faulty = self.aggregator != "mean" or self.dropout > 0 or bool(self.byzantine)
-        require(not faulty or self.algorithm in DELTA_ALGORITHMS, "algorithm", self.algorithm,
-                "must be fedavg or fedprox with --aggregator, --dropout or --byzantine (the "
-                "others do not aggregate deltas)")
+        require(not self.acts_on_deltas or self.algorithm in DELTA_ALGORITHMS, "algorithm",
+                self.algorithm, "must be fedavg or fedprox with --aggregator, --dropout or "
+                "--byzantine (the others do not aggregate deltas)")
         check_real("mu", self.mu, 0.0)
         require(self.mu == 0 or self.algorithm == "fedprox", "mu", self.mu,
                 "must be 0 unless the algorithm is fedprox (the proximal coefficient)")
@@ -84,6 +83,12 @@ class Federation:
                     self.trim, f"must be at least the Byzantine fraction {fraction:g} (Yin et "
                     "al. 2018: the trimmed mean tolerates a fraction up to beta)")
         return self
+
+    @property
+    def acts_on_deltas(self) -> bool:
+        """Whether a robust aggregator, dropout or Byzantine clients are set: they act on
+        the deltas clients send, so they need an algorithm that sends them."""
+        return self.aggregator != "mean" or self.dropout > 0 or bool(self.byzantine)
 
     def num_participants(self, num_clients: int) -> int:
         return num_clients if self.participants is None else self.participants

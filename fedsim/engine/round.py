@@ -17,6 +17,7 @@ import numpy as np
 
 from fedsim.engine import keys as K_
 from fedsim.engine.aggregation import participant_weights, sample_participants
+from fedsim.engine.algorithm import participant_rows
 from fedsim.engine.faults import attack, dropout_mask, straggler_steps
 from fedsim.engine.state import FedState
 
@@ -39,6 +40,25 @@ def flag_nonfinite(state: FedState, tree, round_index) -> FedState:
     return state._replace(nonfinite_round=first_bad.astype(jnp.int32))
 
 
+class Draws(NamedTuple):
+    """A round's random participation, from the run key alone (fedsim.engine.keys)."""
+
+    participants: jax.Array   # (m,) client indices, sorted
+    steps: Any                # (m,) local steps each completes (stragglers), or None: all E
+    arrived: jax.Array        # (m,) 1 where the client's delta reaches the server
+
+
+def round_draws(fed, run_key, t, num_clients: int) -> Draws:
+    """Who takes part in round t, how many local steps each manages, whose delta arrives."""
+    m = fed.num_participants(num_clients)
+    steps = (straggler_steps(K_.straggler_key(run_key, t), m, fed.local_steps, fed.stragglers)
+             if fed.stragglers > 0 else None)
+    arrived = (dropout_mask(K_.dropout_key(run_key, t), m, fed.dropout) if fed.dropout > 0
+               else jnp.ones(m, jnp.float32))
+    return Draws(sample_participants(K_.participation_key(run_key, t), num_clients, m), steps,
+                 arrived)
+
+
 def make_train_round(task, algorithm, fed):
     """One training round (no evaluation); aux: the task's aux metrics, averaged over local
     steps and then over the participants with their aggregation weights."""
@@ -48,9 +68,9 @@ def make_train_round(task, algorithm, fed):
     def train_round(state: FedState, data, weights, hparams: HParams, run_key, t, lrs):
         K = weights.shape[0]
         m = fed.num_participants(K)
-        idx = sample_participants(K_.participation_key(run_key, t), K, m)
-        take = (lambda tree: tree) if m == K else (
-            lambda tree: jax.tree.map(lambda x: x[idx], tree))
+        draws = round_draws(fed, run_key, t, K)
+        idx = draws.participants
+        take = lambda tree: participant_rows(tree, idx)
         put = (lambda tree, new: new) if m == K else (
             lambda tree, new: jax.tree.map(lambda x, y: x.at[idx].set(y), tree, new))
         keys = jax.vmap(K_.client_round_key, (None, None, 0))(run_key, t, idx)
@@ -59,18 +79,14 @@ def make_train_round(task, algorithm, fed):
         mine = take(state.clients)
         start, message = algorithm.client_start(state.params, state.clients.params, idx,
                                                 hparams.algorithm)
-        steps = straggler_steps(K_.straggler_key(run_key, t), m, E, fed.stragglers) \
-            if fed.stragglers > 0 else None
-        mine, aux = client_update(start, mine, take(data), take(hparams.task), keys, lrs, steps,
-                                  message, w, hparams.algorithm)
+        mine, aux = client_update(start, mine, take(data), take(hparams.task), keys, lrs,
+                                  draws.steps, message, w, hparams.algorithm)
 
         delta = jax.tree.map(lambda h, p: h - p, mine.params, state.params)   # what they send
         if fed.byzantine:
             byzantine = jnp.asarray(np.isin(np.arange(K), fed.byzantine))[idx]
             delta = attack(delta, byzantine, fed.attack, fed.attack_scale, run_key, t, idx)
-        arrived = dropout_mask(K_.dropout_key(run_key, t), m, fed.dropout) \
-            if fed.dropout > 0 else jnp.ones(m, jnp.float32)
-        arrived = arrived * (w > 0)   # zero-weight (padding) clients never count
+        arrived = draws.arrived * (w > 0)   # zero-weight (padding) clients never count
         aggregate, aggregator_state = algorithm.aggregator.apply(
             delta, w, arrived, K_.server_key(run_key, t), state.aggregator_state)
 

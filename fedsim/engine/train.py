@@ -76,8 +76,7 @@ def check(algorithm, fed, num_clients: int) -> None:
     """The federation's settings, for K clients and this algorithm: run when the run is traced,
     so before anything is compiled."""
     fed.validate(num_clients)
-    faulty = fed.aggregator != "mean" or fed.dropout > 0 or bool(fed.byzantine)
-    require(algorithm.sends_deltas or not faulty, "algorithm", algorithm.name,
+    require(algorithm.sends_deltas or not fed.acts_on_deltas, "algorithm", algorithm.name,
             "must send deltas to an aggregator with --aggregator, --dropout or --byzantine")
     require(algorithm.client_update is not pooled_training or fed.stragglers == 0,
             "algorithm", algorithm.name, "must train clients locally with --stragglers")

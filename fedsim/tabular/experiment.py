@@ -26,9 +26,7 @@ import numpy as np
 
 from fedsim.checkpoint import load_state, save_state
 from fedsim.engine import HParams, make_trainer, raise_if_nonfinite
-from fedsim.engine import keys as K_
-from fedsim.engine.aggregation import sample_participants
-from fedsim.engine.faults import dropout_mask, straggler_steps
+from fedsim.engine.round import round_draws
 from fedsim.engine.sharding import client_mesh, to_host
 from fedsim.interrupt import requested, stop_if_requested
 from fedsim.memory import FLOAT
@@ -275,14 +273,14 @@ def instance_arrays(config: TabularRunConfig, instance: TabularInstance, lrs, re
     }
 
 
-def _per_round(config: TabularRunConfig, draw, fill) -> np.ndarray:
-    """(seeds, T, K): draw(run key, t, m) for the round's m participants, `fill` elsewhere."""
-    K = config.instance.num_clients
-    m = config.federation().num_participants(K)
+def _per_round(config: TabularRunConfig, field: str, fill) -> np.ndarray:
+    """(seeds, T, K): the round's draws (fedsim.engine.round.round_draws) of `field` for its
+    participants, `fill` elsewhere."""
+    fed, K = config.federation(), config.instance.num_clients
 
     def one(run_key, t):
-        idx = sample_participants(K_.participation_key(run_key, t), K, m)
-        return jnp.full(K, fill).at[idx].set(draw(run_key, t, m))
+        draws = round_draws(fed, run_key, t, K)
+        return jnp.full(K, fill).at[draws.participants].set(getattr(draws, field))
 
     keys = jax.vmap(jax.random.key)(jnp.asarray(config.seed + np.arange(config.num_seeds), jnp.uint32))
     rounds = jnp.arange(config.rounds)
@@ -292,14 +290,12 @@ def _per_round(config: TabularRunConfig, draw, fill) -> np.ndarray:
 def arrived_masks(config: TabularRunConfig) -> np.ndarray:
     """(seeds, T, K) bool: whether client k's delta reached the server in round t (sampled
     and not dropped out): the realised participation, for an independent replay."""
-    return _per_round(config, lambda key, t, m: dropout_mask(K_.dropout_key(key, t), m,
-                                                             config.dropout) > 0, False)
+    return _per_round(config, "arrived", 0.0) > 0
 
 
 def realised_steps(config: TabularRunConfig) -> np.ndarray:
     """(seeds, T, K) int: the local steps client k completed in round t (0: not sampled)."""
-    return _per_round(config, lambda key, t, m: straggler_steps(
-        K_.straggler_key(key, t), m, config.local_steps, config.stragglers), 0)
+    return _per_round(config, "steps", 0)
 
 
 def _progress_bar(total: int, done: int, enabled: bool):
