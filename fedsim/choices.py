@@ -4,13 +4,15 @@ The command line reads them here, so `fedsim ... --help` starts without importin
 modules that implement each choice import them from here too (one source of truth).
 """
 
-ALGORITHMS = ("fedavg", "fedprox", "centralized", "local")
+ALGORITHMS = ("fedavg", "fedprox", "centralized", "local", "fedkl")
 DELTA_ALGORITHMS = ("fedavg", "fedprox")   # the clients send deltas to an aggregator
 SCHEDULES = ("constant", "inverse_time", "cosine")
 LR_SCHEDULES = ("constant", "cosine")   # set by lr alone (inverse_time needs beta and gamma0)
 SERVER_OPTIMIZERS = ("none", "sgd", "momentum", "adam")
 AGGREGATORS = ("mean", "median", "trimmed_mean")
 ATTACKS = ("sign_flip", "scale", "noise")
+GRAPHS = ("complete", "ring", "star")         # whom a client's KL-to-peers reference hears
+MIXINGS = ("geometric", "sum_of_kls", "arithmetic")   # how the peers' policies are mixed
 
 # tabular instances and learners
 REWARD_FORMS = ("additive", "convex")
@@ -18,6 +20,7 @@ WEIGHTINGS = ("uniform", "samples")
 STARTS = ("uniform", "random")
 INITS = ("zero", "random")
 GRADIENTS = ("exact", "sampled")
+LEARNERS = ("pg", "ppo")
 ESTIMATORS = ("gpomdp", "reinforce")
 REGULARIZERS = ("none", "entropy", "kl")
 

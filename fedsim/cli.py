@@ -73,14 +73,26 @@ TABULAR_ONLY_WITH = [
     ("--lr", lambda a: a.schedule != "inverse_time",
      "with --schedule constant or cosine (inverse_time uses --beta and --gamma0)"),
     ("--tau", lambda a: a.reg != "none", "with --reg entropy or kl"),
-    ("--batch", lambda a: a.gradient == "sampled", "with --gradient sampled"),
-    ("--horizon", lambda a: a.gradient == "sampled", "with --gradient sampled"),
+    ("--batch", lambda a: a.gradient == "sampled" or a.learner == "ppo",
+     "with --gradient sampled or --learner ppo"),
+    ("--horizon", lambda a: a.gradient == "sampled" or a.learner == "ppo",
+     "with --gradient sampled or --learner ppo"),
+    ("--gradient", lambda a: a.learner == "pg", "with --learner pg (PPO always samples)"),
+    *[(flag, lambda a: a.learner == "ppo", "with --learner ppo")
+      for flag in ("--clip", "--epochs", "--minibatches", "--gae-lambda", "--ppo-lr",
+                   "--value-lr", "--entropy-coef", "--normalize-advantages", "--kl-target",
+                   "--kl-horizon")],
+    ("--kl-horizon", lambda a: a.kl_target is not None, "with --kl-target"),
     ("--estimator", lambda a: a.gradient == "sampled", "with --gradient sampled"),
     ("--lam", lambda a: a.lam_grid is None, "without --lam-grid (which sets every lambda_k)"),
     ("--server-lr", lambda a: a.server_opt != "none", "with --server-opt sgd, momentum or adam"),
     ("--log-every", lambda a: a.log_points is None, "without --log-points"),
     ("--trim", lambda a: a.aggregator == "trimmed_mean", "with --aggregator trimmed_mean"),
     ("--mu", lambda a: a.algorithm == "fedprox", "with --algorithm fedprox"),
+    *[(flag, lambda a: a.algorithm == "fedkl", "with --algorithm fedkl")
+      for flag in ("--kl-coef", "--self-weight", "--graph", "--mixing", "--peer-weights")],
+    ("--self-weight", lambda a: a.peer_weights is None, "without --peer-weights (which sets W)"),
+    ("--graph", lambda a: a.peer_weights is None, "without --peer-weights (which sets W)"),
     ("--attack", lambda a: a.byzantine > 0, "with --byzantine F > 0"),
     ("--attack-scale", lambda a: a.byzantine > 0, "with --byzantine F > 0"),
     ("--coordinator", lambda a: a.distributed, "with --distributed"),
@@ -244,7 +256,30 @@ def _print_verdicts(summaries: dict) -> bool:
     if foreign:
         print(f"NOTE: {foreign} reused cell(s) were computed by other code (--reuse-cells): "
               "these verdicts may not describe the code installed now")
+    _print_findings(summaries)
     return all(r[-1] == "PASS" for r in rows)
+
+
+def _print_findings(summaries: dict) -> None:
+    """fedkl's measured comparison (not claims): each client's own-return gap at the last
+    round for isolated training, the declared fedkl setting, FedAvg and centralized training,
+    and the fedkl setting chosen on half the seeds, reported on the other half."""
+    for name, summary in summaries.items():
+        found = summary.get("findings")
+        if not found:
+            continue
+        print(f"{name}: own-return gap J_k* - J_k(pi_k) at the last round, mean over clients "
+              "(mean +- 95% CI over seeds; difference from isolated, paired by seed)")
+        for key, chosen in summary["selected"].items():
+            learner, lam = key.split()
+            at = [f for f in found if f["learner"] == learner and f"{f['lam']:g}" == lam]
+            shown = ("isolated", summary["config_setting"], "fedavg", "centralized")
+            lines = [(f["setting"], f) for s in shown for f in at if f["setting"] == s]
+            lines.append((f"{chosen['setting']} (best on even seeds; odd seeds)", chosen))
+            for label, f in lines:
+                (g, gh), (d, dh) = f["own_gap"], f["own_gap_minus_isolated"]
+                print(f"  {learner:<3} lambda {lam:<4} {label:<60} {g:.3f} +- {gh:.3f}  "
+                      f"({d:+.3f} +- {dh:.3f})")
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
@@ -349,13 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser(
         "sweep", help="run a theory-validation sweep (resumable)",
         description="Run a sweep that checks a theoretical claim: rate (R1: O(1/T) and its "
-                    "negative controls), clients (R2: speedup in K), tradeoff (R3: lambda), or "
-                    "all three. Killed and re-run with the same options, a sweep resumes where "
-                    "it stopped; cells computed by other code are computed again. Writes "
+                    "negative controls), clients (R2: speedup in K), tradeoff (R3: lambda), fedkl "
+                    "(R4: the KL-to-peers fixed point; learning curves of fedkl, isolated, "
+                    "FedAvg and centralized training), or all four. Killed and re-run with the "
+                    "same options, a sweep resumes where it stopped; cells computed by other code are computed again. Writes "
                     "metrics.csv, config.json, provenance.json and summary.json.")
-    sweep.add_argument("name", choices=("rate", "clients", "tradeoff", "all"), help="which sweep")
+    sweep.add_argument("name", choices=("rate", "clients", "tradeoff", "fedkl", "all"), help="which sweep")
     sweep.add_argument("--quick", action="store_true",
-                       help="small version (all three together, as `fedsim validate` runs them: "
+                       help="small version (all four together, as `fedsim validate` runs them: "
                             "3 min 52 s measured on a 2-core CPU)")
     sweep.add_argument("--out", type=Path, default=None,
                        help="results folder (default runs/sweep-NAME[-quick]); refused if it "
@@ -393,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     figures.set_defaults(handler=_figures)
 
     validate = commands.add_parser(
-        "validate", help="the main job: quick versions of the three sweeps, verdicts, figures",
+        "validate", help="the main job: quick versions of the four sweeps, verdicts, figures",
         description="Run the quick rate, clients and tradeoff sweeps on the embedded default "
                     "instances, print a verdict table (claim, measured, expected, pass/fail) and "
                     "write the figures. Exit status 0 when every claim passes.")

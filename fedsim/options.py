@@ -33,6 +33,9 @@ def option(default: Any, help: str, *, flag: str | None = None, short: str | Non
     return dataclasses.field(default=default, metadata={"cli": meta})
 
 
+FLAG = argparse.BooleanOptionalAction   # --name / --no-name
+
+
 def _options(cls):
     return [(f, f.metadata["cli"]) for f in dataclasses.fields(cls) if "cli" in f.metadata]
 
@@ -53,7 +56,7 @@ def add_options(parser: argparse.ArgumentParser, cls, groups: dict | None = None
         names = [flag_of(field)] + ([meta["short"]] if meta["short"] else [])
         kwargs = {k: v for k, v in meta.items() if k not in _OURS}
         kwargs.setdefault("dest", field.name)
-        if "choices" not in kwargs and kwargs.get("action") != "store_true":
+        if "choices" not in kwargs and kwargs.get("action") not in ("store_true", FLAG):
             kwargs.setdefault("metavar", flag_of(field)[2:].upper().replace("-", "_"))
         kwargs["default"] = (field.default if meta["cli_default"] is dataclasses.MISSING
                              else meta["cli_default"])

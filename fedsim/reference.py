@@ -27,15 +27,17 @@ def _softmax(theta):
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def _regularised_reward(theta, r, tau, log_ref):
+def _regularised_reward(theta, r, tau, log_ref, peers=(0.0, 0.0)):
+    """r - tau (log pi - log_ref) - beta (log pi - log_peer_ref), peers = (beta, log_peer_ref)."""
     log_pi = np.log(_softmax(theta))
-    return r - tau * (log_pi - log_ref)
+    beta, log_peer_ref = peers
+    return r - tau * (log_pi - log_ref) - beta * (log_pi - log_peer_ref)
 
 
-def policy_values(theta, P, r, rho, gamma, tau=0.0, log_ref=0.0):
+def policy_values(theta, P, r, rho, gamma, tau=0.0, log_ref=0.0, peers=(0.0, 0.0)):
     """(J, V, Q, d) of the softmax policy, by direct linear solves."""
     pi = _softmax(theta)
-    r_tau = _regularised_reward(theta, r, tau, log_ref)
+    r_tau = _regularised_reward(theta, r, tau, log_ref, peers)
     S = P.shape[0]
     P_pi = np.zeros((S, S))
     r_pi = np.zeros(S)
@@ -50,9 +52,34 @@ def policy_values(theta, P, r, rho, gamma, tau=0.0, log_ref=0.0):
     return float(rho @ V), V, Q, d
 
 
-def exact_gradient(theta, P, r, rho, gamma, tau=0.0, log_ref=0.0):
-    _, V, Q, d = policy_values(theta, P, r, rho, gamma, tau, log_ref)
+def exact_gradient(theta, P, r, rho, gamma, tau=0.0, log_ref=0.0, peers=(0.0, 0.0)):
+    _, V, Q, d = policy_values(theta, P, r, rho, gamma, tau, log_ref, peers)
     return d[:, None] * _softmax(theta) * (Q - V[:, None])
+
+
+def peer_reference(thetas, w_row, mixing):
+    """log pi_ref (S, A) for one client from every client's logits and its row of W: the
+    normalised product prod_j pi_j^w_j (geometric), the unnormalised one (sum_of_kls) or
+    sum_j w_j pi_j (arithmetic)."""
+    S, A = thetas[0].shape
+    log_ref = np.zeros((S, A))
+    for s in range(S):
+        if mixing == "geometric":
+            z = sum(w * th[s] for w, th in zip(w_row, thetas))
+            log_ref[s] = z - z.max() - np.log(np.sum(np.exp(z - z.max())))
+        elif mixing == "sum_of_kls":
+            log_ref[s] = sum(w * np.log(_softmax(th[s])) for w, th in zip(w_row, thetas))
+        else:
+            log_ref[s] = np.log(sum(w * _softmax(th[s]) for w, th in zip(w_row, thetas)))
+    return log_ref
+
+
+def occupancy_kl(theta, log_ref, P, rho, gamma):
+    """sum_s d(s) KL(pi(.|s) || ref(.|s)), d the normalised discounted occupancy."""
+    _, _, _, d = policy_values(theta, P, np.zeros_like(theta), rho, gamma)
+    pi = _softmax(theta)
+    return float((1 - gamma) * sum(d[s] * np.sum(pi[s] * (np.log(pi[s]) - log_ref[s]))
+                                   for s in range(len(d))))
 
 
 def _inverse_cdf(probs, u):
@@ -114,7 +141,8 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
                   gradient="exact", batch=1, horizon=1, estimator="gpomdp", tau=0.0,
                   log_ref=0.0, server_lr=None, aggregator="mean", trim=0.0, dropout=0.0,
                   byzantine=(), attack="sign_flip", attack_scale=2.5, arrived=None,
-                  stragglers=0.0, steps_done=None, mu=0.0) -> dict:
+                  stragglers=0.0, steps_done=None, mu=0.0, kl_coef=0.0, peer_weights=None,
+                  mixing="geometric") -> dict:
     """Replay a tabular run; returns per-round J, J0 and the final parameters.
 
     arrays: P, R0, H, lam, p, rho, gamma, theta0, step_sizes (T, E), reward_form, as in
@@ -126,6 +154,9 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
     local steps (instance.npz's "steps_done" for one seed), used instead of drawing them.
     mu: FedProx's proximal coefficient (algorithm "fedprox": a client's local direction is
     its policy gradient minus mu (theta_k - theta), theta the round's global parameters).
+    kl_coef, peer_weights (K, K), mixing: fedkl (algorithm "fedkl": each client continues
+    from its own logits, with the reward r_k - kl_coef (log pi - log pi_ref,k), pi_ref,k
+    mixed by `peer_reference` from the logits every client held at the round's start).
     """
     P, R0, H = (np.asarray(arrays[n], np.float64) for n in ("P", "R0", "H"))
     lam, p, rho = (np.asarray(arrays[n], np.float64) for n in ("lam", "p", "rho"))
@@ -138,10 +169,13 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
     theta = np.asarray(arrays["theta0"], np.float64).copy()
     held = [theta.copy() for _ in range(K)]
 
-    def direction(k, th, key):
+    def direction(k, th, key, peers=(0.0, 0.0)):
         if gradient == "exact":
-            return exact_gradient(th, P[k], r[k], rho, gamma, tau, log_ref)
-        return sampled_gradient(th, P[k], r[k], rho, gamma, tau, log_ref, key, batch, horizon,
+            return exact_gradient(th, P[k], r[k], rho, gamma, tau, log_ref, peers)
+        beta, log_peer_ref = peers   # both penalties as one regulariser, as the sampler takes
+        total = tau + beta
+        mixed = (tau * log_ref + beta * log_peer_ref) / total if total > 0 else 0.0
+        return sampled_gradient(th, P[k], r[k], rho, gamma, total, mixed, key, batch, horizon,
                                 estimator)
 
     history = {"J": [], "J0": []}
@@ -165,10 +199,13 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
                 done = dict(zip(idx, map(int, drawn)))
             else:
                 done = {k: E for k in idx}
+            refs = ({k: peer_reference(held, peer_weights[k], mixing) for k in idx}
+                    if algorithm == "fedkl" else {})
             for k in idx:
-                th = (held[k] if algorithm == "local" else theta).copy()
+                th = (held[k] if algorithm in ("local", "fedkl") else theta).copy()
                 for e in range(done[k]):
-                    d = direction(k, th, client_step_key(keys[k], e))
+                    peers = (kl_coef, refs[k]) if algorithm == "fedkl" else (0.0, 0.0)
+                    d = direction(k, th, client_step_key(keys[k], e), peers)
                     if algorithm == "fedprox":
                         d = d - mu * (th - theta)
                     th = th + lrs[t, e] * d
@@ -183,7 +220,7 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
                 came = np.ones(m, bool)
             came = came & (np.array([w[k] for k in idx]) > 0)
             target = theta + aggregate(sent, [w[k] for k in idx], came, aggregator, trim)
-        if algorithm == "local":
+        if algorithm in ("local", "fedkl"):
             theta = sum(p[k] * held[k] for k in range(K))
         elif server_lr is not None:
             theta = theta - server_lr * (theta - target)

@@ -343,8 +343,70 @@ def movielens_figures(folder: Path, out: Path) -> list[Path]:
     return _save(fig, out, "movielens")
 
 
+def fedkl_figures(folder: Path, out: Path) -> list[Path]:
+    """fedkl: the learning curves as the poster would plot them (each client's own-return gap
+    against samples per client, isolated vs federated, at both heterogeneity levels), the
+    beta x alpha heat maps of the fixed point, and the own-return vs consensus trade-off."""
+    import matplotlib.pyplot as plt
+
+    colors = _theme()
+    rows, summary = _read(folder)
+    curves = [r for r in rows if r["part"] == "curve"]
+    panels = list(summary["selected"])   # "learner lambda", in the sweep's order
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.2), squeeze=False)
+    fig.subplots_adjust(wspace=0.3)
+    for ax, key in zip(axes[0], panels):
+        learner, lam = key.split()
+        shown = list(dict.fromkeys(["isolated", summary["selected"][key]["setting"],
+                                    summary["config_setting"], "fedavg", "centralized"]))
+        sel = [r for r in curves if r["learner"] == learner and f"{float(r['lam']):g}" == lam]
+        for r in sel:
+            r["setting"] = r["algorithm"] if r["algorithm"] != "fedkl" else (
+                f"fedkl beta={float(r['beta']):g} alpha={float(r['alpha']):g} {r['graph']}")
+        by = _curves(sel, ("setting",), x="samples", y="own_gap")
+        for i, name in enumerate(n for n in shown if (n,) in by):
+            xs, mean, half = by[(name,)]
+            _band(ax, xs, mean, half, colors[i % len(colors)], name,
+                  ls="--" if name in ("fedavg", "centralized") else "-")
+        ax.set(xscale="log", yscale="log", xlabel="trajectories per client",
+               ylabel=r"own-return gap $J_k^* - J_k(\pi_k)$ (mean over clients)",
+               title=rf"{learner.upper()}, $\lambda$ = {lam}: isolated vs federated")
+        _legend(ax, ncol=2)
+    written = _save(fig, out, "fedkl_curves")
+
+    grid = [r for r in rows if r["part"] == "fixed_point" and r["own_loss"] != ""
+            and r["graph"] == "complete"]
+    alphas = sorted({float(r["alpha"]) for r in grid})
+    betas = sorted({float(r["beta"]) for r in grid})
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.3))
+    for ax, metric, title in ((axes[0], "own_loss", "own-return loss"),
+                              (axes[1], "spread", "spread (max TV to consensus)")):
+        table = np.array([[np.mean([float(r[metric]) for r in grid if float(r["alpha"]) == a
+                                    and float(r["beta"]) == b]) for b in betas] for a in alphas])
+        image = ax.imshow(table, origin="lower", aspect="auto", cmap="viridis")
+        ax.grid(False)
+        fig.colorbar(image, ax=ax)
+        ax.set(xticks=range(len(betas)), xticklabels=[f"{b:g}" for b in betas],
+               yticks=range(len(alphas)), yticklabels=[f"{a:g}" for a in alphas],
+               xlabel=r"$\beta$", ylabel=r"self-weight $\alpha$",
+               title=f"fixed point (complete graph):\n{title}")
+    ax = axes[2]
+    points = [r for r in rows if r["part"] == "fixed_point" and r["own_loss"] != ""
+              and float(r["alpha"]) < 1]
+    for i, graph in enumerate(sorted({r["graph"] for r in points})):
+        sel = [r for r in points if r["graph"] == graph]
+        by = _curves(sel, ("graph",), x="beta_eff", y="own_loss")[(graph,)]
+        spread = _curves(sel, ("graph",), x="beta_eff", y="spread")[(graph,)]
+        ax.plot(spread[1], by[1], "o-", color=colors[i], ms=3, label=graph)
+    ax.set(xscale="log", yscale="log", xlabel="spread (how far apart the clients stay)",
+           ylabel="own-return loss", title=r"trade-off along $\beta(1-\alpha)$")
+    _legend(ax, ncol=3)
+    fig.subplots_adjust(wspace=0.3)
+    return written + _save(fig, out, "fedkl_fixed_point")
+
+
 DRAWERS = {"rate": rate_figures, "clients": clients_figures, "tradeoff": tradeoff_figures,
-           "movielens": movielens_figures}
+           "fedkl": fedkl_figures, "movielens": movielens_figures}
 
 
 class ResultsError(FileNotFoundError):

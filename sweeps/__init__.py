@@ -1,4 +1,4 @@
-"""Sweep drivers: `fedsim sweep rate|clients|tradeoff|all [--quick] [--out DIR]`."""
+"""Sweep drivers: `fedsim sweep rate|clients|tradeoff|fedkl|all [--quick] [--out DIR]`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from fedsim.results import write_json
 from fedsim.rundir import RunFolder
 
-SWEEPS = ("rate", "clients", "tradeoff")
+SWEEPS = ("rate", "clients", "tradeoff", "fedkl")
 
 
 def make_sweep(name: str, quick: bool):
@@ -17,6 +17,8 @@ def make_sweep(name: str, quick: bool):
         from sweeps.clients import make_sweep as make
     elif name == "tradeoff":
         from sweeps.tradeoff import make_sweep as make
+    elif name == "fedkl":
+        from sweeps.fedkl import make_sweep as make
     else:
         raise ValueError(f"unknown sweep {name!r}")
     return make(quick)
@@ -24,7 +26,7 @@ def make_sweep(name: str, quick: bool):
 
 def run_named(name: str, quick: bool, out: Path, progress: bool = True,
               reuse_cells: bool = False) -> dict:
-    """Run one sweep, or with name "all" the three into out/rate, out/clients, out/tradeoff."""
+    """Run one sweep, or with name "all" each into out/<name> (rate, clients, tradeoff, fedkl)."""
     from sweeps.runner import run_sweep
 
     if name != "all":

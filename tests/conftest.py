@@ -29,7 +29,7 @@ def flat(metrics) -> dict:
 def tabular_problem(instance, fed: Federation):
     """(data, weights, hparams) of a tabular instance under `fed`."""
     return (client_data(instance), jnp.asarray(instance.p),
-            HParams(client_hparams(instance), fed.algorithm_hparams()))
+            HParams(client_hparams(instance), fed.algorithm_hparams(instance.num_clients)))
 
 
 def engine_run(instance, learner: LearnerSpec, fed: Federation, lrs, seed=0, jit=True,
@@ -37,7 +37,7 @@ def engine_run(instance, learner: LearnerSpec, fed: Federation, lrs, seed=0, jit
     """Initialise and run the engine, evaluating every round; returns (final state, metrics
     as one dict of numpy arrays)."""
     task = make_task(instance, learner)
-    trainer = make_trainer(task, algorithm or fed.algorithm_parts(), fed, mesh)
+    trainer = make_trainer(task, algorithm or fed.algorithm_parts(task), fed, mesh)
     data, weights, hparams = tabular_problem(instance, fed)
     key = jax.random.key(seed)
     init, run = (jax.jit(trainer.init), jax.jit(trainer.run)) if jit else trainer

@@ -105,6 +105,18 @@ BAD = [
     (["--log-points", "0"], "--log-points = 0", "integer >= 1"),
     (["--devices", "0"], "--devices = 0", "[1, 1]"),
     (["--devices", "2"], "--devices = 2", "[1, 1]"),   # the test process has one device
+    (["--algorithm", "fedkl", "--kl-coef", "-1"], "beta", "[0.0, inf]"),
+    (["--algorithm", "fedkl", "--self-weight", "1.5"], "alpha", "[0.0, 1.0]"),
+    (["--algorithm", "fedkl", "--peer-weights", "0.5,0.6,0.2,0.3,0.3,0.4,0.3,0.3,0.4"],
+     "--peer-weights", "row 0 sums to 1.3"),
+    (["--algorithm", "fedkl", "--peer-weights", "1,0,0,1"], "--peer-weights", "K x K = 9"),
+    (["--algorithm", "fedkl", "--peer-weights", "2,-1,0,0,1,0,0,0,1"], "--peer-weights",
+     "non-negative"),
+    (["--kl-coef", "0.5"], "kl-coef", "only with --algorithm fedkl"),
+    (["--algorithm", "fedkl", "--peer-weights", "1,0,0,0,1,0,0,0,1", "--graph", "ring"], "graph",
+     "without --peer-weights"),
+    (["--algorithm", "fedkl", "--server-opt", "adam"], "--server-opt", "fedkl algorithm"),
+    (["--algorithm", "fedkl", "--aggregator", "median"], "algorithm", "fedavg or fedprox"),
 ]
 
 

@@ -100,16 +100,19 @@ SHARDED = textwrap.dedent("""
 
     assert len(jax.devices()) == 8
     out = {}
-    for K, gradient in ((10, "exact"), (13, "sampled"), (16, "sampled")):
+    for K, gradient, algorithm in ((10, "exact", "fedavg"), (13, "sampled", "fedavg"),
+                                   (16, "sampled", "fedavg"), (13, "exact", "fedkl")):
         spec = InstanceSpec(num_clients=K, num_states=5, num_actions=3,
                             transition_heterogeneity=0.5, weights="samples")
         config = TabularRunConfig(instance=spec, learner=LearnerSpec(gradient=gradient, horizon=8,
-                                  batch=4), rounds=12, local_steps=2, lr=0.5, num_seeds=2)
+                                  batch=4), rounds=12, local_steps=2, lr=0.5, num_seeds=2,
+                                  algorithm=algorithm, kl_coef=1.0, self_weight=0.2,
+                                  graph="ring")
         one = run_tabular(config, progress=False)
         eight = run_tabular(dataclasses.replace(config, devices=8), progress=False)
         diff = max(abs(a[c] - b[c]) for a, b in zip(one["rows"], eight["rows"])
                    for c in ("J", "J0", "J_personal"))
-        out[f"{K}-{gradient}"] = float(diff)
+        out[f"{K}-{gradient}-{algorithm}"] = float(diff)
 
     # The client axis really is split: each device holds K_padded / 8 clients' parameters.
     from fedsim.engine import HParams, every_round, make_train, make_trainer
@@ -162,7 +165,8 @@ def test_sharded_run_equals_single_device_on_eight_cpu_devices():
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    for case in ("10-exact", "13-sampled", "16-sampled", "movielens-6", "movielens-11"):
+    for case in ("10-exact-fedavg", "13-sampled-fedavg", "16-sampled-fedavg", "13-exact-fedkl",
+                 "movielens-6", "movielens-11"):
         assert out[case] < 1e-5, (case, out[case])   # all but 16 are padded
     assert out["shard_shape"] == [2, 5, 3] and out["client_metric_shape"] == [3, 13]
 

@@ -72,3 +72,28 @@ def all_within(claim: str, measured, bound, what: str) -> Verdict:
     return Verdict(claim, f"{what}: min slack {slack.min():.3g} over {slack.size} cases "
                           f"(max measured/bound {ratio:.3g} where the bound is > 0)",
                    "measured <= bound everywhere", what, bool(np.all(slack >= -1e-5)))
+
+
+def loglog_slope_in_range(claim: str, x, y, lo: float, hi: float, what: str) -> Verdict:
+    """Pass when the least-squares slope of log y against log x lies in [lo, hi] (a
+    deterministic curve: y must be positive)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = bool(np.all(y > 0))
+    slope = float(np.polyfit(np.log(x), np.log(y), 1)[0]) if ok else float("nan")
+    return Verdict(claim, f"slope {slope:.3f} of log {what} on [{x.min():g}, {x.max():g}]",
+                   f"slope in [{lo}, {hi}]", "-", ok and lo <= slope <= hi)
+
+
+def at_most(claim: str, value, tolerance: float, what: str) -> Verdict:
+    """Pass when the largest of `value` is at most `tolerance`."""
+    worst = float(np.max(np.asarray(value, np.float64)))
+    return Verdict(claim, f"{what} = {worst:.3g}", f"<= {tolerance:g}", f"{tolerance:g}",
+                   bool(np.isfinite(worst) and worst <= tolerance))
+
+
+def at_least(claim: str, value, threshold: float, what: str) -> Verdict:
+    """Pass when the smallest of `value` is at least `threshold` (a negative control: an
+    effect that must be visible)."""
+    least = float(np.min(np.asarray(value, np.float64)))
+    return Verdict(claim, f"{what} = {least:.3g}", f">= {threshold:g}", f"{threshold:g}",
+                   bool(np.isfinite(least) and least >= threshold))

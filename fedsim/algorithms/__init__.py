@@ -3,24 +3,35 @@
 
 from fedsim.algorithms.centralized import centralized
 from fedsim.algorithms.fedavg import fedavg
+from fedsim.algorithms.fedkl import FedKLHParams, fedkl
 from fedsim.algorithms.fedprox import FedProxHParams, fedprox
 from fedsim.algorithms.local import local
 from fedsim.engine.algorithm import Algorithm
 
 
-def make_algorithm(name: str, aggregator=None, server_opt=None) -> Algorithm:
-    """The algorithm a configuration names (fedsim.choices.ALGORITHMS)."""
+def make_algorithm(name: str, aggregator=None, server_opt=None, task=None,
+                   mixing: str = "geometric") -> Algorithm:
+    """The algorithm a configuration names (fedsim.choices.ALGORITHMS); fedkl mixes the
+    policies of `task` (Task.kl)."""
     if name == "local":
         return local()
     if name == "centralized":
         return centralized(server_opt)
+    if name == "fedkl":
+        return fedkl(task, mixing)
     return {"fedavg": fedavg, "fedprox": fedprox}[name](aggregator, server_opt)
 
 
-def default_hparams(name: str, mu: float = 0.0):
+def default_hparams(name: str, mu: float = 0.0, kl_coef: float = 0.0, peer_weights=None):
     """The hyperparameters the named algorithm takes (an input of the compiled run)."""
-    return FedProxHParams(mu) if name == "fedprox" else ()
+    import jax.numpy as jnp
+
+    if name == "fedprox":
+        return FedProxHParams(mu)
+    if name == "fedkl":
+        return FedKLHParams(jnp.float32(kl_coef), jnp.asarray(peer_weights, jnp.float32))
+    return ()
 
 
-__all__ = ["Algorithm", "FedProxHParams", "centralized", "default_hparams", "fedavg",
-           "fedprox", "local", "make_algorithm"]
+__all__ = ["Algorithm", "FedKLHParams", "FedProxHParams", "centralized", "default_hparams",
+           "fedavg", "fedkl", "fedprox", "local", "make_algorithm"]

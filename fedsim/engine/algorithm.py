@@ -7,8 +7,9 @@ client_start(global_params, client_params (K, ...), participants (m,), hparams)
         -> (start (m, ...), message)
     What each of the round's m participants starts from (the global parameters, its own) and
     a per-client message the server computes, from the global parameters or from every
-    client's previous parameters (e.g. FedProx's anchor, a reference built from the peers;
-    () if none). `participant_rows` picks the participants' rows.
+    client's previous parameters (e.g. FedProx's anchor; () if none). A message that is a
+    fedsim.engine.task.Reference puts the task's KL penalty to it into the local objective
+    (Task.kl). `participant_rows` picks the participants' rows.
 local_objective(direction, params, message, hparams) -> direction
     The algorithm's change to the task's local ascent direction (FedProx's proximal pull).
 client_update(task, local_objective, local_steps, client_block) -> update
@@ -19,6 +20,9 @@ aggregator: fedsim.engine.aggregators.Aggregator, over the deltas the clients se
 server_update: ServerUpdate, the global parameters from the aggregate delta.
 sends_deltas: whether the clients' deltas reach an aggregator (the faults of
     fedsim.engine.faults and robust aggregators apply only then).
+client_metrics(task, state, data, task_hparams, hparams) -> dict of (K, ...) arrays: what
+    the algorithm adds to the task's per-client metrics at evaluation (e.g. each client's KL
+    to the reference it would be sent next).
 hparams: the algorithm's hyperparameters (a pytree of scalars, e.g. FedProx's mu), an input
     of the compiled run.
 """
@@ -35,6 +39,7 @@ from fedsim.engine import keys as K_
 from fedsim.engine.aggregation import weighted_sum
 from fedsim.engine.aggregators import Aggregator, weighted_mean
 from fedsim.engine.state import ClientState, broadcast_clients
+from fedsim.engine.task import Reference
 
 
 class ServerUpdate(NamedTuple):
@@ -96,7 +101,11 @@ def client_step(task, local_objective):
     """One client's optimiser step at `params`, unscaled: (params, client, data_k, hparams_k,
     key, message_k, hparams) -> (step, client with new optimiser/personal/private state, aux)."""
     def step(params, client: ClientState, data, task_hparams, key, message, hparams):
-        d = task.direction(params, client.personal, client.private, data, task_hparams, key)
+        if isinstance(message, Reference):
+            d = task.kl.direction(params, client.personal, client.private, data, task_hparams,
+                                  key, message.policy, message.coef)
+        else:
+            d = task.direction(params, client.personal, client.private, data, task_hparams, key)
         ascent = local_objective(d.params, params, message, hparams)
         update, opt_state = task.client_optimizer.update(_negated(ascent), client.opt_state, params)
         personal_update, personal_opt_state = task.personal_optimizer.update(
@@ -199,6 +208,10 @@ def consensus() -> ServerUpdate:
                             weighted_sum(client_params, weights), state))
 
 
+def no_client_metrics(task, state, data, task_hparams, hparams):
+    return {}
+
+
 class Algorithm(NamedTuple):
     name: str
     client_start: Callable = from_global
@@ -207,3 +220,4 @@ class Algorithm(NamedTuple):
     aggregator: Aggregator = weighted_mean()
     server_update: ServerUpdate = server_optimizer()
     sends_deltas: bool = True
+    client_metrics: Callable = no_client_metrics

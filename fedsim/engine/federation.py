@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import optax
 
-from fedsim.choices import ALGORITHMS, DELTA_ALGORITHMS
+from fedsim.choices import ALGORITHMS, DELTA_ALGORITHMS, MIXINGS
 from fedsim.engine.aggregators import make_aggregator
 from fedsim.engine.faults import check_attack
 from fedsim.errors import check_choice, check_int, check_real, require
@@ -33,6 +34,10 @@ class Federation:
     `attack_scale` (fedsim.engine.faults). The aggregator, dropout and Byzantine clients
     apply to fedavg and fedprox, the algorithms that aggregate deltas.
     mu: FedProx's proximal coefficient (an input of the compiled run: algorithm_hparams).
+    kl_coef, self_weight, graph, mixing, peer_weights: fedkl's KL coefficient beta, and
+    its mixing matrix W (fedsim.algorithms.peers): peer_weights (K x K numbers, row by row)
+    if given, else alpha I + (1 - alpha) x the graph's row-normalised adjacency; mixing:
+    how the peers' policies are mixed (fedsim.choices.MIXINGS).
     """
 
     algorithm: str = "fedavg"
@@ -48,6 +53,11 @@ class Federation:
     attack: str = "sign_flip"
     attack_scale: float = 2.5
     mu: float = 0.0   # FedProx's proximal coefficient
+    kl_coef: float = 0.1
+    self_weight: float = 0.5
+    graph: str = "complete"
+    mixing: str = "geometric"
+    peer_weights: tuple[float, ...] | None = None
 
     def validate(self, num_clients: int) -> "Federation":
         check_choice("algorithm", self.algorithm, ALGORITHMS)
@@ -56,8 +66,9 @@ class Federation:
             check_int("participants (m)", self.participants, 1, num_clients)
         if self.client_block is not None:
             check_int("client_block", self.client_block, 1)
-        require(self.server_optimizer is None or self.algorithm != "local", "server_opt",
-                "set", "must be none with the local algorithm (there is no aggregation)")
+        require(self.server_optimizer is None or self.algorithm not in ("local", "fedkl"),
+                "server_opt", "set", f"must be none with the {self.algorithm} algorithm (there "
+                "is no aggregation)")
         make_aggregator(self.aggregator, self.trim)   # checks the name and the trim
         check_real("dropout", self.dropout, 0.0, 1.0, hi_open=True)
         check_real("stragglers", self.stragglers, 0.0, 1.0)
@@ -71,6 +82,10 @@ class Federation:
         check_real("mu", self.mu, 0.0)
         require(self.mu == 0 or self.algorithm == "fedprox", "mu", self.mu,
                 "must be 0 unless the algorithm is fedprox (the proximal coefficient)")
+        if self.algorithm == "fedkl":
+            check_real("kl_coef (beta)", self.kl_coef, 0.0)
+            check_choice("mixing", self.mixing, MIXINGS)
+            self.mixing_matrix(num_clients)   # checks alpha, the graph or the given W
         if self.byzantine:
             require(all(0 <= k < num_clients for k in self.byzantine), "byzantine",
                     list(self.byzantine), f"must name clients in [0, {num_clients - 1}]")
@@ -93,17 +108,31 @@ class Federation:
     def num_participants(self, num_clients: int) -> int:
         return num_clients if self.participants is None else self.participants
 
-    def algorithm_parts(self):
-        """The composed algorithm this configuration names (fedsim.algorithms)."""
+    def mixing_matrix(self, num_clients: int):
+        """fedkl's W (K, K), checked (fedsim.algorithms.peers)."""
+        from fedsim.algorithms import peers
+
+        if self.peer_weights is not None:
+            W = np.asarray(self.peer_weights, float)
+            require(W.size == num_clients ** 2, "peer_weights", list(self.peer_weights),
+                    f"must be K x K = {num_clients ** 2} numbers, row by row")
+            return peers.check_mixing_matrix(W.reshape(num_clients, num_clients), num_clients)
+        return peers.mixing_matrix(self.graph, self.self_weight, num_clients)
+
+    def algorithm_parts(self, task=None):
+        """The composed algorithm this configuration names (fedsim.algorithms), for `task`."""
         from fedsim import algorithms
 
         return algorithms.make_algorithm(self.algorithm, make_aggregator(self.aggregator, self.trim),
-                                         self.server_optimizer)
+                                         self.server_optimizer, task, self.mixing)
 
-    def algorithm_hparams(self):
-        """The algorithm's hyperparameters, an input of the compiled run."""
+    def algorithm_hparams(self, num_clients: int | None = None):
+        """The algorithm's hyperparameters, an input of the compiled run (fedkl's W needs
+        the number of clients K)."""
         from fedsim import algorithms
 
-        return algorithms.default_hparams(self.algorithm, mu=self.mu)
+        W = self.mixing_matrix(num_clients) if self.algorithm == "fedkl" else None
+        return algorithms.default_hparams(self.algorithm, mu=self.mu, kl_coef=self.kl_coef,
+                                          peer_weights=W)
 
 

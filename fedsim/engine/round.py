@@ -103,8 +103,11 @@ def make_train_round(task, algorithm, fed):
     return train_round
 
 
-def evaluate(task, state: FedState, data, weights, hparams: HParams, round_index):
-    """(state, metrics, client_metrics): the task's evaluation, flagged if non-finite."""
+def evaluate(task, algorithm, state: FedState, data, weights, hparams: HParams, round_index):
+    """(state, metrics, client_metrics): the task's evaluation and the algorithm's per-client
+    metrics, flagged if non-finite."""
     metrics, client_metrics = task.evaluate(state.params, state.clients, data, hparams.task,
                                             weights)
+    client_metrics = {**client_metrics, **algorithm.client_metrics(
+        task, state, data, hparams.task, hparams.algorithm)}
     return flag_nonfinite(state, (metrics, client_metrics), round_index), metrics, client_metrics

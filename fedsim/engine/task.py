@@ -22,6 +22,18 @@ ascent, params + eta * direction. Personal parameters (init_personal; never aggr
 personal_optimizer's steps unscaled: their step size is the optimiser's own.
 hparams_k: the task's per-client hyperparameters (e.g. lambda_k), a pytree with a leading
 client axis K, an input of the compiled run (grids over them are vmaps).
+
+kl: what a task gives algorithms that pull each client toward a reference policy built from
+its peers' (fedsim.algorithms.fedkl), or None if it cannot:
+    mix(client_params (K, ...), W (m, K), mixing) -> references (m, ...): client k's
+        reference from every client's policy by `mixing` (fedsim.choices.MIXINGS: the
+        geometric, normalised prod_j pi_j^W_kj; its unnormalised form; the arithmetic
+        sum_j W_kj pi_j);
+    direction(params, personal_k, private_k, data_k, hparams_k, key, reference_k, coef)
+        -> Direction of the local objective with the penalty -coef * KL(pi_params || ref_k);
+    divergence(params, reference_k, data_k, hparams_k) -> KL(pi_params || ref_k), the
+        task's measure of it (tabular: exact, averaged over the discounted occupancy).
+An algorithm asks for the penalty by sending a `Reference` as the client's message.
 """
 
 from __future__ import annotations
@@ -46,6 +58,19 @@ class Direction(NamedTuple):
     aux: dict = {}           # scalars reported per local step (averaged over a round's steps)
 
 
+class Reference(NamedTuple):
+    """A message that puts a KL penalty to `policy` into the client's local objective."""
+
+    policy: Any   # the reference, in the task's form (KLPenalty.mix)
+    coef: Any     # the penalty's coefficient beta >= 0
+
+
+class KLPenalty(NamedTuple):
+    mix: Callable[..., Any]
+    direction: Callable[..., Direction]
+    divergence: Callable[..., Any]
+
+
 class Task(NamedTuple):
     init_private: Callable[..., Any]
     direction: Callable[..., Direction]
@@ -53,3 +78,4 @@ class Task(NamedTuple):
     client_optimizer: optax.GradientTransformation = ASCENT
     init_personal: Callable[..., Any] = _no_personal
     personal_optimizer: optax.GradientTransformation = ASCENT
+    kl: KLPenalty | None = None

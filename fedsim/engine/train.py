@@ -106,8 +106,8 @@ def make_trainer(task, algorithm, fed, mesh: Mesh | None = None) -> Trainer:
                 start, stop, lambda t, c: train_round(c[0], data, weights, hparams, key, t,
                                                       schedule[t]), (state, aux))
             state = state._replace(clients=place(state.clients))
-            state, metrics, client_metrics = evaluate(task, state, data, weights, hparams,
-                                                      stop - 1)
+            state, metrics, client_metrics = evaluate(task, algorithm, state, data, weights,
+                                                      hparams, stop - 1)
             client_metrics = jax.tree.map(lambda x: x[:num_clients], client_metrics)
             return (state, aux, stop), Metrics(metrics, client_metrics, aux)
 

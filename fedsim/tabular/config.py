@@ -12,15 +12,16 @@ from typing import Sequence
 
 import numpy as np
 
-from fedsim.choices import (AGGREGATORS, ALGORITHMS, ATTACKS, ESTIMATORS, GRADIENTS, INITS,
-                            REGULARIZERS, REWARD_FORMS, SCHEDULES, SERVER_OPTIMIZERS, STARTS,
-                            WEIGHTINGS)
+from fedsim.choices import (AGGREGATORS, ALGORITHMS, ATTACKS, ESTIMATORS, GRADIENTS, GRAPHS,
+                            INITS, LEARNERS, MIXINGS, REGULARIZERS, REWARD_FORMS, SCHEDULES,
+                            SERVER_OPTIMIZERS, STARTS, WEIGHTINGS)
 from fedsim.errors import ConfigError, check_choice, check_int, check_real, require
-from fedsim.options import count, option, step_size, weighting
+from fedsim.options import FLAG, count, numbers, option, step_size, weighting
 
 INSTANCE = "instance (a seeded family of heterogeneous tabular MDPs)"
-LEARNER = "local learner (tabular softmax policy gradient)"
+LEARNER = "local learner (tabular softmax policy gradient, or PPO)"
 FEDERATION = "federation and schedule"
+PEERS = "KL to peers (fedkl: each client pulled toward a reference mixed from its peers' policies)"
 ROBUSTNESS = "robustness (fedavg, fedprox: how deltas are combined, and faults)"
 RUN = "run"
 
@@ -127,8 +128,10 @@ class InstanceSpec:
 class LearnerSpec:
     """How a client computes its local direction.
 
-    gradient: "exact" (two linear solves) or "sampled" (`batch` trajectories, geometric
-        horizon capped at `horizon`; None picks H with gamma^H <= 1e-7).
+    learner: "pg" (policy gradient) or "ppo" (one PPO iteration per local step on `batch`
+        sampled trajectories: fedsim.tabular.ppo).
+    gradient: with pg, "exact" (two linear solves) or "sampled" (`batch` trajectories,
+        geometric horizon capped at `horizon`; None picks H with gamma^H <= 1e-7).
     reg: "entropy" adds tau * entropy to the reward, "kl" subtracts tau * KL(pi || pi_ref)
         with pi_ref the initial policy softmax(theta0).
     """
@@ -144,10 +147,52 @@ class LearnerSpec:
     reg: str = option("none", "entropy bonus, or KL penalty to the initial policy",
                       group=LEARNER, choices=REGULARIZERS)
     tau: float = option(0.0, "regularisation weight (> 0 with --reg)", group=LEARNER, type=float)
+    learner: str = option("pg", "pg: one policy-gradient step per local step; ppo: one PPO "
+                          "iteration (B trajectories, GAE, clipped surrogate, epochs x "
+                          "minibatches) per local step, with the engine's step size 1 for plain "
+                          "PPO", group=LEARNER, choices=LEARNERS)
+    clip: float = option(0.2, "with --learner ppo: the surrogate's clip range epsilon (> 0; inf: "
+                         "no clipping)", group=LEARNER, type=float, metavar="EPS")
+    epochs: int = option(4, "with ppo: passes over the batch per iteration (>= 1)",
+                         group=LEARNER, type=count)
+    minibatches: int = option(4, "with ppo: minibatches per epoch, dividing --batch",
+                              group=LEARNER, type=count)
+    gae_lambda: float = option(0.9, "with ppo: GAE's lambda, in [0, 1]", group=LEARNER,
+                               type=float)
+    ppo_lr: float = option(0.5, "with ppo: the surrogate's gradient-ascent step (> 0)",
+                           group=LEARNER, type=float)
+    value_lr: float = option(0.05, "with ppo: the tabular value function's step (>= 0)",
+                             group=LEARNER, type=float)
+    entropy_coef: float = option(0.0, "with ppo: the entropy bonus's weight (>= 0)",
+                                 group=LEARNER, type=float)
+    kl_target: float | None = option(None, "with ppo: adapt the KL penalty's coefficient (fedkl's "
+                                     "beta, else --reg kl's tau) toward this KL per trajectory, "
+                                     "TRL's adaptive controller (default: fixed)", group=LEARNER,
+                                     type=float)
+    kl_horizon: float = option(10_000.0, "with --kl-target: the controller's horizon (TRL: "
+                               "10000)", group=LEARNER, type=float)
+    normalize_advantages: bool = option(True, "with ppo: normalise the batch's advantages "
+                                        "(--no-normalize-advantages: raw GAE)", group=LEARNER,
+                                        action=FLAG)
 
     def validate(self) -> "LearnerSpec":
+        check_choice("learner", self.learner, LEARNERS)
         check_choice("gradient", self.gradient, GRADIENTS)
         check_int("batch (B)", self.batch, 1)
+        if self.learner == "ppo":
+            require(isinstance(self.clip, (int, float)) and self.clip > 0, "clip (epsilon)",
+                    self.clip, "must be > 0 (inf: no clipping)")
+            check_int("epochs", self.epochs, 1)
+            check_int("minibatches", self.minibatches, 1, self.batch)
+            require(self.batch % self.minibatches == 0, "minibatches", self.minibatches,
+                    f"must divide the batch B = {self.batch}")
+            check_real("gae_lambda", self.gae_lambda, 0.0, 1.0)
+            check_real("ppo_lr", self.ppo_lr, 0.0, lo_open=True)
+            check_real("value_lr", self.value_lr, 0.0)
+            check_real("entropy_coef", self.entropy_coef, 0.0)
+            if self.kl_target is not None:
+                check_real("kl_target", self.kl_target, 0.0, lo_open=True)
+            check_real("kl_horizon", self.kl_horizon, 0.0, lo_open=True)
         if self.horizon is not None:
             check_int("horizon (H)", self.horizon, 1)
         check_choice("estimator", self.estimator, ESTIMATORS)
@@ -170,11 +215,32 @@ class TabularRunConfig:
     instance: InstanceSpec = field(default_factory=InstanceSpec)
     learner: LearnerSpec = field(default_factory=LearnerSpec)
     algorithm: str = option("fedavg", "fedavg (FedRLHF), fedprox (FedAvg with a proximal term, "
-                            "--mu), centralized (pooled objective, same samples) or local (no "
-                            "aggregation)", group=FEDERATION, choices=ALGORITHMS)
+                            "--mu), centralized (pooled objective, same samples), local (no "
+                            "aggregation) or fedkl (own policies, a KL penalty to a reference "
+                            "mixed from the peers'; --kl-coef)", group=FEDERATION,
+                            choices=ALGORITHMS)
     mu: float = option(0.0, "with --algorithm fedprox: the proximal coefficient mu >= 0 of "
                        "-mu/2 ||theta - theta_global||^2 in the local objective (Li et al. 2020)",
                        group=FEDERATION, type=float)
+    kl_coef: float = option(0.1, "with --algorithm fedkl: beta >= 0 of -beta KL(pi_k || "
+                            "pi_ref,k) in client k's reward (0: local training)", group=PEERS,
+                            type=float, metavar="BETA")
+    self_weight: float = option(0.5, "with fedkl: alpha in [0, 1], the weight of a client's own "
+                                "policy in its reference (1: isolated, re-anchored to itself; "
+                                "0: peers only)", group=PEERS, type=float, metavar="ALPHA")
+    graph: str = option("complete", "with fedkl: whose policies a client's reference mixes: "
+                        "every other client, its ring neighbours k +- 1, or a star around "
+                        "client 0; W = alpha I + (1 - alpha) x the row-normalised adjacency",
+                        group=PEERS, choices=GRAPHS)
+    mixing: str = option("geometric", "with fedkl: the reference is the geometric mixture "
+                         "(normalised prod_j pi_j^W_kj, the authors' LLM code), its unnormalised "
+                         "form, whose KL is sum_j W_kj KL(pi || pi_j) (sum_of_kls, their RL "
+                         "code), or the arithmetic mixture sum_j W_kj pi_j", group=PEERS,
+                         choices=MIXINGS)
+    peer_weights: tuple[float, ...] | None = option(
+        None, "with fedkl, instead of --self-weight and --graph: W itself, K x K comma-separated "
+        "non-negative numbers row by row, each row summing to 1", group=PEERS, type=numbers,
+        metavar="W", convert=lambda v: tuple(v) if isinstance(v, tuple) else (v,))
     rounds: int = option(100, "communication rounds T (>= 1)", short="-T", group=FEDERATION,
                          type=count)
     local_steps: int = option(5, "local steps per round E (>= 1)", short="-E", group=FEDERATION,
@@ -246,6 +312,11 @@ class TabularRunConfig:
         self.learner.validate()
         check_real("byzantine", self.byzantine, 0.0, 1.0)
         self.federation().validate(self.instance.num_clients)
+        require(self.learner.kl_target is None or self.learner.learner == "ppo", "kl_target",
+                self.learner.kl_target, "needs --learner ppo")
+        require(self.learner.kl_target is None or self.algorithm == "fedkl"
+                or self.learner.reg == "kl", "kl_target", self.learner.kl_target,
+                "needs a KL penalty to adapt: --algorithm fedkl or --reg kl")
         check_int("rounds (T)", self.rounds, 1)
         check_choice("server_opt", self.server_optimizer, SERVER_OPTIMIZERS)
         check_real("server_lr", self.server_lr, 0.0, lo_open=True)
@@ -280,7 +351,8 @@ class TabularRunConfig:
                           opt(self.server_lr) if opt else None, self.client_block,
                           self.aggregator, self.trim, self.dropout, self.stragglers,
                           tuple(int(k) for k in np.flatnonzero(self.byzantine_mask())),
-                          self.attack, self.attack_scale, self.mu)
+                          self.attack, self.attack_scale, self.mu, self.kl_coef,
+                          self.self_weight, self.graph, self.mixing, self.peer_weights)
 
     def byzantine_mask(self) -> np.ndarray:
         """(K,) bool: the Byzantine clients, drawn from the instance seed."""

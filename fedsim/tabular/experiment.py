@@ -6,7 +6,8 @@ Writes to the output folder (which it owns for the run's life: fedsim.rundir):
     instance.npz     every array needed to re-run the experiment independently (first)
     metrics.csv      one row per logged round and seed: seed, round, J, J_star, gap, J0,
                      J_personal, step_size (appended chunk by chunk)
-    clients.csv      per client: seed, round, client, J_client, J_personal_client
+    clients.csv      per client: seed, round, client, J_client, J_personal_client (and, with
+                     fedkl, kl_to_reference)
     state.npz        the state after the last saved chunk: a killed run resumes from it
                      (not with several processes, which start again from round 1)
     summary.json     J* and how it was obtained, final gaps, compile and run seconds (last)
@@ -68,7 +69,8 @@ def estimate_memory(config: TabularRunConfig) -> list[tuple[str, float, str]]:
     seeds, block = config.num_seeds, min(config.client_block or K, K)
     logged = (min(T, 2 * config.log_points) if config.log_points
               else T // config.log_every + 1)
-    horizon = learner.horizon_for(spec.gamma) if learner.gradient == "sampled" else 0
+    sampled = learner.gradient == "sampled" or learner.learner == "ppo"
+    horizon = learner.horizon_for(spec.gamma) if sampled else 0
     return [
         # numpy float64 while the instance is drawn, then float32 on the host and the device
         ("the transition tensors P (K x S x A x S)", 16.0 * K * S * A * S, "--clients, --states"),
@@ -117,19 +119,20 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
         write_npz(out / "instance.npz", instance_arrays(config, instance, lrs, reg))
 
     data, weights = client_data(instance), jnp.asarray(instance.p)
-    hparams = HParams(client_hparams(instance), fed.algorithm_hparams())
+    hparams = HParams(client_hparams(instance), fed.algorithm_hparams(instance.num_clients))
     seeds = config.seed + np.arange(config.num_seeds)
     run_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
     theta0 = jnp.asarray(instance.theta0)
     # With several devices the engine splits the clients over them (padding with weight 0).
     mesh = client_mesh(config.devices) if config.devices > 1 else None
-    trainer = make_trainer(task, fed.algorithm_parts(), fed, mesh)
+    trainer = make_trainer(task, fed.algorithm_parts(task), fed, mesh)
     states = jax.jit(jax.vmap(lambda key: trainer.init(theta0, data, key)))(run_keys)
     checkpoints, lrs_device = config.logged_rounds(), jnp.asarray(lrs)
     groups = _chunks(len(checkpoints))   # checkpoints per call
     starts = np.cumsum([0] + groups[:-1])
 
-    saver = None if out is None else _Progress(out, states, keep_state=jax.process_count() == 1)
+    saver = None if out is None else _Progress(out, states, client_columns(config),
+                                               keep_state=jax.process_count() == 1)
     first_chunk, states = saver.restore(states) if saver else (0, states)
     # Evaluated only at logged rounds: memory is O(K state + logged rounds), not O(T K).
     run = jax.vmap(trainer.run, in_axes=(0, None, None, None, 0, None, None, None))
@@ -194,8 +197,7 @@ def _chunk_rows(metrics, stops, seeds, lrs, optimum, num_clients):
                          "J_personal": metrics.round["J_personal"][i, j],
                          "step_size": lrs[t, 0]})
             client_rows += [{"seed": int(seed), "round": t + 1, "client": k,
-                             "J_client": metrics.clients["J_client"][i, j, k],
-                             "J_personal_client": metrics.clients["J_personal_client"][i, j, k]}
+                             **{name: values[i, j, k] for name, values in metrics.clients.items()}}
                             for k in range(num_clients)]
     return rows, client_rows
 
@@ -204,13 +206,19 @@ METRICS_COLUMNS = ["seed", "round", "J", "J_star", "gap", "J0", "J_personal", "s
 CLIENT_COLUMNS = ["seed", "round", "client", "J_client", "J_personal_client"]
 
 
+def client_columns(config: TabularRunConfig) -> list[str]:
+    """clients.csv's columns: fedkl adds each client's exact KL to its next reference."""
+    return CLIENT_COLUMNS + (["kl_to_reference"] if config.algorithm == "fedkl" else [])
+
+
 class _Progress:
     """metrics.csv and clients.csv appended chunk by chunk, and `state.npz`: the state after
     the last saved chunk with the CSV lengths it vouches for. A resumed run continues from
     that state and cuts the CSVs back to those lengths, so it ends with the same bytes."""
 
-    def __init__(self, out: Path, like, keep_state: bool = True):
+    def __init__(self, out: Path, like, columns, keep_state: bool = True):
         self.out, self.path, self.keep_state = out, out / "state.npz", keep_state
+        self.columns = columns
         self.code = code_fingerprint(SIMULATOR)
         self.big = sum(x.nbytes for x in jax.tree.leaves(like)) > SAVE_STATE_BYTES
         self.lengths, self.run_seconds, self.final_J = [0, 0], 0.0, None
@@ -238,7 +246,7 @@ class _Progress:
             return
         self.lengths = [append_csv(self.out / "metrics.csv", METRICS_COLUMNS, self.pending[0],
                                    self.lengths[0]),
-                        append_csv(self.out / "clients.csv", CLIENT_COLUMNS, self.pending[1],
+                        append_csv(self.out / "clients.csv", self.columns, self.pending[1],
                                    self.lengths[1])]
         self.pending = [[], []]
         if not self.keep_state:   # several processes: rows only (see the module docstring)
@@ -258,12 +266,15 @@ def instance_arrays(config: TabularRunConfig, instance: TabularInstance, lrs, re
         "gamma": instance.gamma, "reward_form": instance.reward_form, "step_sizes": lrs,
         "local_steps": config.local_steps, "rounds": config.rounds, "algorithm": config.algorithm,
         "participants": config.participants or instance.num_clients,
-        "gradient": learner.gradient, "batch": learner.batch,
+        "learner": learner.learner, "gradient": learner.gradient, "batch": learner.batch,
         "horizon": learner.horizon_for(instance.gamma), "estimator": learner.estimator,
         "reg": learner.reg, "tau": float(reg.tau),
         "log_ref": np.broadcast_to(np.asarray(reg.log_ref, np.float32), instance.theta0.shape),
         "server_optimizer": config.server_optimizer, "server_lr": config.server_lr,
         "mu": config.mu,
+        **({"kl_coef": config.kl_coef, "mixing": config.mixing,
+            "peer_weights": config.federation().mixing_matrix(instance.num_clients)}
+           if config.algorithm == "fedkl" else {}),
         "aggregator": config.aggregator, "trim": config.trim, "dropout": config.dropout,
         "byzantine": config.byzantine_mask(), "attack": config.attack,
         "attack_scale": config.attack_scale,

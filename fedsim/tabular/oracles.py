@@ -60,6 +60,22 @@ def client_gradient(theta, P, r, rho, gamma, reg: Regularizer = Regularizer()):
     return d[:, None] * pi * (Q - V[:, None])
 
 
+def occupancy(theta, P, rho, gamma):
+    """The normalised discounted state occupancy d(s) = (1 - gamma) rho^T (I - gamma P_pi)^{-1}."""
+    pi = jax.nn.softmax(theta, axis=-1)
+    P_pi = jnp.einsum("sa,sat->st", pi, P)
+    M_inv = inverse_diagonally_dominant(jnp.eye(P.shape[0], dtype=P.dtype) - gamma * P_pi)
+    return (1 - gamma) * rho @ M_inv
+
+
+def policy_kl(theta, log_ref, P, rho, gamma):
+    """sum_s d(s) KL(pi_theta(.|s) || pi_ref(.|s)), d the policy's normalised occupancy: the
+    KL penalty's weight in the return is tau / (1 - gamma) times this."""
+    log_pi = jax.nn.log_softmax(theta, axis=-1)
+    per_state = jnp.sum(jnp.exp(log_pi) * (log_pi - log_ref), axis=-1)
+    return occupancy(theta, P, rho, gamma) @ per_state
+
+
 def returns(theta, P, r, rho, gamma, reg: Regularizer = Regularizer()):
     """J_k(theta) for every client (theta shared): P (K, S, A, S), r (K, S, A) -> (K,)."""
     return jax.vmap(client_return, (None, 0, 0, None, None, None))(theta, P, r, rho, gamma, reg)

@@ -94,3 +94,16 @@ def sampled_returns(theta, P, r, rho, gamma, reg: Regularizer, key, *, batch: in
 
     _, alive, rewards = rollout(theta, P, r, rho, gamma, reg, u_start, u)
     return jnp.sum(alive * rewards, axis=0)
+
+
+def sampled_kl(theta, log_ref, P, rho, gamma, key, *, batch: int, horizon: int):
+    """`batch` unbiased single-trajectory estimates of sum_t gamma^t KL(pi(.|s_t) || ref(.|s_t))
+    = policy_kl / (1 - gamma) from the k3 estimator at the sampled actions, (ref/pi - 1) -
+    log(ref/pi) (Schulman 2020, "Approximating KL divergence"; the authors' RL code): each
+    term is non-negative and its mean over a ~ pi is the state's KL."""
+    u_start, u = trajectory_uniforms(key, batch, horizon)
+    S, A = theta.shape
+    sa, alive, _ = rollout(theta, P, jnp.zeros((S, A), theta.dtype), rho, gamma, Regularizer(),
+                           u_start, u)
+    log_ratio = jnp.reshape(log_ref - jax.nn.log_softmax(theta, axis=-1), S * A)[sa]
+    return jnp.sum(alive * (jnp.exp(log_ratio) - 1 - log_ratio), axis=0)

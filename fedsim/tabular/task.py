@@ -1,7 +1,8 @@
 """The tabular softmax policy-gradient task: FedRLHF's local RLHF update in exact form.
 
-Client k ascends its shaped (optionally regularised) return J_k(theta) with either the exact
-policy gradient or a sampled-trajectory estimate of it. Parameters are the logits theta (S, A).
+Client k ascends its shaped (optionally regularised) return J_k(theta) with the exact policy
+gradient, a sampled-trajectory estimate of it, or a PPO iteration (fedsim.tabular.ppo).
+Parameters are the logits theta (S, A).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import jax
 import jax.numpy as jnp
 
 from fedsim.engine import Direction, Task
+from fedsim.engine.task import KLPenalty
 from fedsim.tabular import oracles
 from fedsim.tabular.config import LearnerSpec
 from fedsim.tabular.mdp import ClientMDP, TabularInstance, shaped_reward
+from fedsim.tabular.ppo import PPOState, adapt_kl_scale, ppo_iteration
 from fedsim.tabular.sampling import sampled_gradient
 
 
@@ -24,6 +27,28 @@ def regularizer(learner: LearnerSpec, instance: TabularInstance) -> oracles.Regu
         return oracles.Regularizer()
     log_ref = 0.0 if learner.reg == "entropy" else jax.nn.log_softmax(jnp.asarray(instance.theta0))
     return oracles.Regularizer(jnp.float32(learner.tau), log_ref)
+
+
+def with_reference(reg: oracles.Regularizer, log_ref, coef) -> oracles.Regularizer:
+    """The learner's regulariser plus coef * KL(pi || ref), as one regulariser:
+    -tau (log pi - base) - coef (log pi - ref) = -(tau + coef)(log pi - mix), with
+    mix = (tau base + coef ref) / (tau + coef) (0 when both weights are 0)."""
+    total = reg.tau + coef
+    mixed = (reg.tau * reg.log_ref + coef * log_ref) / jnp.where(total > 0, total, 1.0)
+    return oracles.Regularizer(total, mixed)
+
+
+def mix_policies(thetas, W, mixing: str):
+    """log pi_ref (m, S, A) from every client's logits (K, S, A) and W's rows (m, K): the
+    geometric mixture log_softmax(sum_j W_kj theta_j) (exactly the normalised
+    prod_j pi_j^W_kj); its unnormalised form sum_j W_kj log pi_j, whose penalty is
+    sum_j W_kj KL(pi || pi_j) (sum_of_kls); or the arithmetic one log sum_j W_kj pi_j."""
+    if mixing == "geometric":
+        return jax.nn.log_softmax(jnp.einsum("mk,ksa->msa", W, thetas), axis=-1)
+    if mixing == "sum_of_kls":
+        return jnp.einsum("mk,ksa->msa", W, jax.nn.log_softmax(thetas, axis=-1))
+    mixture = jnp.einsum("mk,ksa->msa", W, jax.nn.softmax(thetas, axis=-1))
+    return jnp.log(jnp.maximum(mixture, jnp.finfo(mixture.dtype).tiny))
 
 
 class TabularHParams(NamedTuple):
@@ -38,7 +63,8 @@ def client_hparams(instance: TabularInstance) -> TabularHParams:
 
 def make_task(instance: TabularInstance, learner: LearnerSpec) -> Task:
     """The engine's view of a tabular instance: client data ClientMDP, hyperparameters
-    TabularHParams; the parameters are the logits, the step plain ascent."""
+    TabularHParams; the parameters are the logits, the step plain ascent. Its KL penalty
+    (fedkl) joins the learner's regulariser: the reward becomes r - beta (log pi - log ref)."""
     learner.validate()
     gamma, form = instance.gamma, instance.reward_form
     rho = jnp.asarray(instance.rho)
@@ -48,14 +74,48 @@ def make_task(instance: TabularInstance, learner: LearnerSpec) -> Task:
     def reward(data: ClientMDP, hp: TabularHParams):
         return shaped_reward(data.R0, data.H, hp.lam, form)
 
-    def direction(theta, personal, private, data: ClientMDP, hp: TabularHParams, key):
+    def pg_step(theta, data: ClientMDP, hp: TabularHParams, key, reg) -> Direction:
         if learner.gradient == "exact":
-            grad = oracles.client_gradient(theta, data.P, reward(data, hp), rho, gamma, reg)
-        else:
-            grad = sampled_gradient(theta, data.P, reward(data, hp), rho, gamma, reg, key,
-                                    batch=learner.batch, horizon=horizon,
-                                    estimator=learner.estimator)
-        return Direction(grad)
+            return Direction(oracles.client_gradient(theta, data.P, reward(data, hp), rho,
+                                                     gamma, reg))
+        return Direction(sampled_gradient(theta, data.P, reward(data, hp), rho, gamma, reg, key,
+                                          batch=learner.batch, horizon=horizon,
+                                          estimator=learner.estimator))
+
+    def ppo_step(theta, private: PPOState, data, hp, key, log_ref=None, coef=0.0):
+        """The KL penalty (fedkl's to the peers' reference, else the learner's own --reg kl)
+        takes the adaptive controller's scale; an entropy bonus does not."""
+        scale = private.kl_scale
+        own = reg._replace(tau=reg.tau * scale) if learner.reg == "kl" else reg
+        total = own if log_ref is None else with_reference(own, log_ref, coef * scale)
+        measured = log_ref if log_ref is not None else (reg.log_ref if learner.reg == "kl"
+                                                        else None)
+        d = ppo_iteration(theta, private.value, data.P, reward(data, hp), rho, gamma, total, key,
+                          spec=learner, horizon=horizon, kl_log_ref=measured)
+        if learner.kl_target is None or measured is None:
+            return d._replace(private=PPOState(d.private, scale))
+        return d._replace(private=PPOState(d.private, adapt_kl_scale(
+            scale, d.aux["reference_kl"], learner.kl_target, learner.kl_horizon, learner.batch)))
+
+    def direction(theta, personal, private, data: ClientMDP, hp: TabularHParams, key):
+        if learner.learner == "ppo":
+            return ppo_step(theta, private, data, hp, key)
+        return pg_step(theta, data, hp, key, reg)
+
+    def kl_direction(theta, personal, private, data, hp, key, log_ref, coef):
+        if learner.learner == "ppo":
+            return ppo_step(theta, private, data, hp, key, log_ref, coef)
+        return pg_step(theta, data, hp, key, with_reference(reg, log_ref, coef))
+
+    def init_private(data: ClientMDP, key):
+        """PPO's tabular value function V (S,), from 0, and the KL controller's scale, from 1;
+        the policy gradient keeps none."""
+        if learner.learner != "ppo":
+            return ()
+        return PPOState(jnp.zeros(data.P.shape[0], data.P.dtype), jnp.ones((), data.P.dtype))
+
+    def divergence(theta, log_ref, data: ClientMDP, hp):
+        return oracles.policy_kl(theta, log_ref, data.P, rho, gamma)
 
     def evaluate(theta, clients, data: ClientMDP, hp: TabularHParams, weights):
         r = reward(data, hp)
@@ -72,4 +132,5 @@ def make_task(instance: TabularInstance, learner: LearnerSpec) -> Task:
             "J_personal_client": personal,
         }
 
-    return Task(init_private=lambda data, key: (), direction=direction, evaluate=evaluate)
+    return Task(init_private=init_private, direction=direction, evaluate=evaluate,
+                kl=KLPenalty(mix_policies, kl_direction, divergence))
