@@ -13,6 +13,7 @@ AGGREGATORS = ("mean", "median", "trimmed_mean")
 ATTACKS = ("sign_flip", "scale", "noise")
 GRAPHS = ("complete", "ring", "star")         # whom a client's KL-to-peers reference hears
 MIXINGS = ("geometric", "sum_of_kls", "arithmetic")   # how the peers' policies are mixed
+PEER_WEIGHTINGS = ("fixed", "returns")   # W as given, or tilted toward peers with high returns
 
 # tabular instances and learners
 REWARD_FORMS = ("additive", "convex")

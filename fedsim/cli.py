@@ -46,11 +46,15 @@ class HelpFormatter(argparse.HelpFormatter):
 def _add_tabular_options(p: argparse.ArgumentParser) -> None:
     """The flags of `fedsim run tabular`: generated from the config dataclasses, then the
     process-level ones."""
-    from fedsim.tabular.config import InstanceSpec, LearnerSpec, TabularRunConfig
+    from fedsim.tabular.config import PEERS, InstanceSpec, LearnerSpec, TabularRunConfig
 
     groups = {}
     for config in (InstanceSpec, LearnerSpec, TabularRunConfig):
         add_options(p, config, groups)
+    groups[PEERS].add_argument(
+        "--communicate-every", type=count, default=None, metavar="H",
+        help="with fedkl: the clients exchange policies every H local steps (the same as "
+             "--local-steps H: a round is one communication)")
     g = groups["run"]
     g.add_argument("--distributed", action="store_true",
                    help="several processes (hosts): call jax.distributed.initialize() first; run "
@@ -90,7 +94,10 @@ TABULAR_ONLY_WITH = [
     ("--trim", lambda a: a.aggregator == "trimmed_mean", "with --aggregator trimmed_mean"),
     ("--mu", lambda a: a.algorithm == "fedprox", "with --algorithm fedprox"),
     *[(flag, lambda a: a.algorithm == "fedkl", "with --algorithm fedkl")
-      for flag in ("--kl-coef", "--self-weight", "--graph", "--mixing", "--peer-weights")],
+      for flag in ("--kl-coef", "--self-weight", "--graph", "--mixing", "--peer-weights",
+                   "--peer-weighting", "--return-temperature", "--communicate-every")],
+    ("--return-temperature", lambda a: a.peer_weighting == "returns",
+     "with --peer-weighting returns"),
     ("--self-weight", lambda a: a.peer_weights is None, "without --peer-weights (which sets W)"),
     ("--graph", lambda a: a.peer_weights is None, "without --peer-weights (which sets W)"),
     ("--attack", lambda a: a.byzantine > 0, "with --byzantine F > 0"),
@@ -161,6 +168,12 @@ def _run_tabular(args: argparse.Namespace, config=None) -> int:
 
     if config is None:
         reject_ignored(args.given, args, TABULAR_ONLY_WITH)
+        if args.communicate_every is not None:
+            check_int("communicate_every", args.communicate_every, 1)
+            if "--local-steps" in args.given:
+                raise ConfigError("communicate-every", args.communicate_every,
+                                  "only without --local-steps (it sets the local steps)")
+            args.local_steps = args.communicate_every
         if args.distributed:
             _start_distributed(args)
         config = tabular_config(args)

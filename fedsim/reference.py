@@ -74,6 +74,19 @@ def peer_reference(thetas, w_row, mixing):
     return log_ref
 
 
+def returns_tilted(W, scores, temperature):
+    """Row k: W_kk kept, W_kj (j != k) times exp(score_j / temperature), rescaled to 1 - W_kk."""
+    K = len(scores)
+    out = np.zeros((K, K))
+    for k in range(K):
+        out[k, k] = W[k, k]
+        tilted = [W[k, j] * np.exp(scores[j] / temperature) if j != k else 0.0 for j in range(K)]
+        if sum(tilted) > 0:
+            for j in range(K):
+                out[k, j] += tilted[j] / sum(tilted) * (1 - W[k, k])
+    return out
+
+
 def occupancy_kl(theta, log_ref, P, rho, gamma):
     """sum_s d(s) KL(pi(.|s) || ref(.|s)), d the normalised discounted occupancy."""
     _, _, _, d = policy_values(theta, P, np.zeros_like(theta), rho, gamma)
@@ -142,7 +155,7 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
                   log_ref=0.0, server_lr=None, aggregator="mean", trim=0.0, dropout=0.0,
                   byzantine=(), attack="sign_flip", attack_scale=2.5, arrived=None,
                   stragglers=0.0, steps_done=None, mu=0.0, kl_coef=0.0, peer_weights=None,
-                  mixing="geometric") -> dict:
+                  mixing="geometric", peer_weighting="fixed", temperature=1.0) -> dict:
     """Replay a tabular run; returns per-round J, J0 and the final parameters.
 
     arrays: P, R0, H, lam, p, rho, gamma, theta0, step_sizes (T, E), reward_form, as in
@@ -156,7 +169,8 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
     its policy gradient minus mu (theta_k - theta), theta the round's global parameters).
     kl_coef, peer_weights (K, K), mixing: fedkl (algorithm "fedkl": each client continues
     from its own logits, with the reward r_k - kl_coef (log pi - log pi_ref,k), pi_ref,k
-    mixed by `peer_reference` from the logits every client held at the round's start).
+    mixed by `peer_reference` from the logits every client held at the round's start;
+    peer_weighting "returns": W's peer part re-weighted each round by `returns_tilted`).
     """
     P, R0, H = (np.asarray(arrays[n], np.float64) for n in ("P", "R0", "H"))
     lam, p, rho = (np.asarray(arrays[n], np.float64) for n in ("lam", "p", "rho"))
@@ -199,7 +213,13 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
                 done = dict(zip(idx, map(int, drawn)))
             else:
                 done = {k: E for k in idx}
-            refs = ({k: peer_reference(held, peer_weights[k], mixing) for k in idx}
+            if algorithm == "fedkl":
+                W_t = np.asarray(peer_weights, np.float64)
+                if peer_weighting == "returns":
+                    scores = [policy_values(held[j], P[j], r[j], rho, gamma, tau, log_ref)[0]
+                              for j in range(K)]
+                    W_t = returns_tilted(W_t, scores, temperature)
+            refs = ({k: peer_reference(held, W_t[k], mixing) for k in idx}
                     if algorithm == "fedkl" else {})
             for k in idx:
                 th = (held[k] if algorithm in ("local", "fedkl") else theta).copy()

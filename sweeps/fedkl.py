@@ -8,9 +8,9 @@ the spread's 1/beta_eff decay, the own-return loss's beta^2 growth, and the cons
 Cells `curves-pg-lam{L}` and `curves-ppo-lam{L}`: sampled policy gradients (B trajectories
 a step, E local steps a round) or PPO (one iteration of B trajectories a round), the same
 samples per client and round for every algorithm, seeds vmapped, at two levels of feedback
-heterogeneity lambda: isolated training (beta = 0), fedkl on a grid of
-beta x alpha (complete graph) and on the ring and the star, FedAvg (FedRLHF) and
-centralized training. Each client's own (unregularised) return of the policy it holds is
+heterogeneity lambda: isolated training (beta = 0), fedkl on a grid of beta x alpha
+(complete graph), on the ring and the star, and with W tilted each round toward the peers
+with the highest returns, FedAvg (FedRLHF) and centralized training. Each client's own (unregularised) return of the policy it holds is
 compared with its own optimum: how much each algorithm leaves on the table, at equal
 samples, with 95% confidence intervals over seeds. These are findings, not pass/fail claims.
 """
@@ -58,6 +58,7 @@ def make_config(quick: bool) -> dict:
         "curve_betas": [0.1, 0.3, 1.0, 3.0],
         "curve_alphas": [0.0, 0.5, 1.0],
         "graph_beta": 0.3,
+        "return_temperature": 0.5,
         "ppo_lams": [1.0] if quick else [0.1, 1.0],
         "ppo_betas": [0.1, 0.3, 1.0],
         "ppo_alphas": [0.0, 0.5],
@@ -183,9 +184,9 @@ def curves_cell(config: dict, lam: float, learner: str = "pg") -> dict:
     keys = jax.vmap(jax.random.key)(jnp.arange(config["seeds"]))
     theta0 = jnp.asarray(inst.theta0)
 
-    def curves(algorithm, hparams_grid=None):
+    def curves(algorithm, hparams_grid=None, **federation):
         """(settings, seeds, checkpoints, K) own returns and (settings, seeds, checkpoints) J."""
-        fed = Federation(algorithm, E)
+        fed = Federation(algorithm, E, **federation)
         train = make_train(task, fed.algorithm_parts(task), fed)
         own = "J_personal_client" if algorithm == "fedkl" else "J_client"
 
@@ -203,8 +204,20 @@ def curves_cell(config: dict, lam: float, learner: str = "pg") -> dict:
 
     settings = _fedkl_settings(config, K, learner)
     grid = FedKLHParams(jnp.asarray([s["beta"] for s in settings], jnp.float32),
-                        jnp.asarray(np.stack([s["W"] for s in settings]), jnp.float32))
+                        jnp.asarray(np.stack([s["W"] for s in settings]), jnp.float32),
+                        jnp.ones(len(settings), jnp.float32))   # (unused by fixed W)
     own, J = curves("fedkl", grid)
+    # W tilted each round toward the peers with the highest returns (a separate program: the
+    # weighting is a static choice)
+    T_ret, beta = config["return_temperature"], config["graph_beta"]
+    W0 = peers.mixing_matrix("complete", 0.0, K)
+    o, j = curves("fedkl", FedKLHParams(jnp.asarray([beta], jnp.float32),
+                                        jnp.asarray(W0[None], jnp.float32),
+                                        jnp.asarray([T_ret], jnp.float32)),
+                  peer_weighting="returns")
+    own, J = np.concatenate([own, o]), np.concatenate([J, j])
+    settings.append(dict(algorithm="fedkl", graph=f"complete, return-weighted T={T_ret:g}",
+                         alpha=0.0, beta=beta))
     for name in ("fedavg", "centralized"):
         o, j = curves(name)
         own, J = np.concatenate([own, o]), np.concatenate([J, j])

@@ -117,6 +117,14 @@ BAD = [
      "without --peer-weights"),
     (["--algorithm", "fedkl", "--server-opt", "adam"], "--server-opt", "fedkl algorithm"),
     (["--algorithm", "fedkl", "--aggregator", "median"], "algorithm", "fedavg or fedprox"),
+    (["--communicate-every", "3"], "communicate-every", "only with --algorithm fedkl"),
+    (["--algorithm", "fedkl", "--communicate-every", "0"], "--communicate-every", ">= 1"),
+    (["--algorithm", "fedkl", "--communicate-every", "3", "--local-steps", "2"],
+     "communicate-every", "only without --local-steps"),
+    (["--algorithm", "fedkl", "--return-temperature", "2"], "return-temperature",
+     "with --peer-weighting returns"),
+    (["--algorithm", "fedkl", "--peer-weighting", "returns", "--return-temperature", "-1"],
+     "--return-temperature", "(0.0, inf]"),
 ]
 
 

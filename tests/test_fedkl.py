@@ -155,6 +155,8 @@ def test_mixing_matrices_and_spectral_gaps():
     (dict(peer_weights=(0.5, 0.6, 0.2, 0.8)), "row 0 sums to 1.1"),
     (dict(peer_weights=(1.5, -0.5, 0.2, 0.8)), "non-negative"),
     (dict(local_steps=0), "local_steps (E) = 0"),
+    (dict(peer_weighting="rewards"), "peer_weighting = 'rewards'"),
+    (dict(peer_weighting="returns", return_temperature=0.0), "return_temperature = 0.0"),
 ])
 def test_bad_fedkl_settings_fail_before_compiling(fed, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -252,3 +254,41 @@ def test_fedkl_sweep_claims_and_held_out_selection():
     assert picked["setting"] == "fedkl beta=0.1 alpha=0 complete"
     assert picked["own_gap"][0] == pytest.approx(0.9)
     assert picked["own_gap_minus_isolated"][0] == pytest.approx(-0.1)
+
+
+@pytest.mark.parametrize("graph,alpha,temperature", [("complete", 0.3, 0.5), ("ring", 0.0, 0.2)])
+def test_return_weighted_peers_equal_the_reference(graph, alpha, temperature):
+    """W tilted each round toward the peers with the highest own returns (the authors'
+    softmax of the peers' recent rewards): the engine against the plain reference, a wrong
+    temperature or the fixed W caught, and a huge temperature giving the fixed W back."""
+    instance = small_instance(transition_heterogeneity=0.5, reward_heterogeneity=0.8)
+    K = instance.num_clients
+    W = peers.mixing_matrix(graph, alpha, K)
+    lrs = step_sizes("constant", 4, 2, lr=0.8)
+    fed = Federation("fedkl", 2, kl_coef=1.0, self_weight=alpha, graph=graph,
+                     peer_weighting="returns", return_temperature=temperature)
+    state, metrics = engine_run(instance, LearnerSpec(), fed, lrs, seed=2)
+    got = np.asarray(state.clients.params)
+    run = lambda weighting, T: _reference(instance, lrs, LearnerSpec(), 2, kl_coef=1.0,
+                                          peer_weights=W, peer_weighting=weighting,
+                                          temperature=T)["client_thetas"]
+    np.testing.assert_allclose(got, run("returns", temperature), **TOL)
+    assert not np.allclose(got, run("returns", 2 * temperature), **TOL)
+    assert not np.allclose(got, run("fixed", 1.0), **TOL)
+    hot, _ = engine_run(instance, LearnerSpec(), fed.__class__(
+        **{**fed.__dict__, "return_temperature": 1e9}), lrs, seed=2)
+    np.testing.assert_allclose(np.asarray(hot.clients.params), run("fixed", 1.0), **TOL)
+    assert metrics["kl_to_reference"].shape == (4, K)
+
+
+def test_tilt_keeps_self_weight_and_favours_high_returns():
+    from fedsim.algorithms.fedkl import tilt_by_returns
+
+    W = jnp.asarray(peers.mixing_matrix("complete", 0.4, 4))
+    tilted = np.asarray(tilt_by_returns(W, jnp.asarray([0.0, 1.0, 2.0, 3.0]), 1.0))
+    np.testing.assert_allclose(tilted.sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.diag(tilted), 0.4, rtol=1e-6)
+    assert tilted[0, 3] > tilted[0, 2] > tilted[0, 1]
+    np.testing.assert_allclose(tilted[0, 3] / tilted[0, 2], np.e, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(tilt_by_returns(jnp.eye(3), jnp.arange(3.0), 1.0)),
+                               np.eye(3))   # alpha = 1: nobody to tilt toward

@@ -8,7 +8,8 @@ client,
                 (their RL code, which evaluates it at sampled actions)
     arithmetic: pi_ref,k = sum_j W_kj pi_j                      (one of their READMEs)
 
-with W row-stochastic (fedsim.algorithms.peers). Client k then ascends its own objective
+with W row-stochastic (fedsim.algorithms.peers), fixed, or tilted each communication toward
+the peers whose reported returns are highest (`tilt_by_returns`). Client k then ascends its own objective
 minus beta KL(pi || pi_ref,k) for E local steps (the task's KLPenalty, fedsim.engine.task):
 the KL acts as an attractor toward the peers rather than as a trust region. No parameters
 are averaged; the global parameters are the weighted average of the clients', for
@@ -25,7 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fedsim.choices import MIXINGS
+from fedsim.choices import MIXINGS, PEER_WEIGHTINGS
 from fedsim.engine.algorithm import Algorithm, consensus, participant_rows
 from fedsim.engine.task import Reference
 from fedsim.errors import check_choice, require
@@ -34,6 +35,20 @@ from fedsim.errors import check_choice, require
 class FedKLHParams(NamedTuple):
     kl_coef: jax.Array        # beta >= 0
     peer_weights: jax.Array   # W (K, K), row-stochastic
+    temperature: jax.Array = 1.0   # with weighting "returns": the softmax's temperature > 0
+
+
+def tilt_by_returns(W, returns, temperature):
+    """W with each row's peer part re-weighted by softmax(returns / temperature) over the
+    peers it hears, its self-weight kept: W'_kj proportional to W_kj exp(J_j / T) for j != k,
+    scaled to sum to 1 - W_kk (the authors' "softmax of the peers' recent rewards"; T -> inf
+    gives W back). returns: (K,) each client's reported return."""
+    self_weight = jnp.diag(W)
+    peers = W * (1.0 - jnp.eye(W.shape[0], dtype=W.dtype))
+    tilted = peers * jnp.exp((returns - returns.max()) / temperature)[None, :]
+    mass = tilted.sum(axis=1, keepdims=True)
+    tilted = tilted / jnp.where(mass > 0, mass, 1.0) * (1.0 - self_weight)[:, None]
+    return jnp.diag(self_weight) + tilted
 
 
 def _rows_for(W, num_clients: int):
@@ -47,17 +62,25 @@ def _rows_for(W, num_clients: int):
                 jnp.arange(W.shape[0] - extra, num_clients)].set(1.0)
 
 
-def fedkl(task, mixing: str = "geometric") -> Algorithm:
-    """The KL-to-peers algorithm on `task` (which must provide Task.kl)."""
+def fedkl(task, mixing: str = "geometric", weighting: str = "fixed") -> Algorithm:
+    """The KL-to-peers algorithm on `task` (which must provide Task.kl; with weighting
+    "returns", also Task.report with a "return")."""
     check_choice("mixing", mixing, MIXINGS)
+    check_choice("peer_weighting", weighting, PEER_WEIGHTINGS)
     require(task.kl is not None, "algorithm", "fedkl",
             "needs a task with a KL penalty to a reference policy (Task.kl)")
+    by_returns = weighting == "returns"
 
-    def peer_reference(global_params, client_params, participants, hparams: FedKLHParams):
+    def weights(hparams: FedKLHParams, K: int, reports):
+        W = _rows_for(hparams.peer_weights, K)
+        return tilt_by_returns(W, reports["return"], hparams.temperature) if by_returns else W
+
+    def peer_reference(global_params, client_params, participants, hparams: FedKLHParams,
+                       reports=None):
         """Each participant continues from its own policy; its message is its reference,
         mixed from every client's policy at the end of the previous communication."""
         K = jax.tree.leaves(client_params)[0].shape[0]
-        W = _rows_for(hparams.peer_weights, K)[participants]
+        W = weights(hparams, K, reports)[participants]
         coef = jnp.broadcast_to(hparams.kl_coef, participants.shape)   # one per participant
         return (participant_rows(client_params, participants),
                 Reference(task.kl.mix(client_params, W, mixing), coef))
@@ -67,8 +90,11 @@ def fedkl(task, mixing: str = "geometric") -> Algorithm:
         the clients hold now)."""
         params = state.clients.params
         K = jax.tree.leaves(params)[0].shape[0]
-        refs = task.kl.mix(params, _rows_for(hparams.peer_weights, K), mixing)
+        reports = (jax.vmap(task.report)(params, state.clients.private, data, task_hparams)
+                   if by_returns else None)
+        refs = task.kl.mix(params, weights(hparams, K, reports), mixing)
         return {"kl_to_reference": jax.vmap(task.kl.divergence)(params, refs, data, task_hparams)}
 
     return Algorithm("fedkl", client_start=peer_reference, server_update=consensus(),
-                     sends_deltas=False, client_metrics=kl_to_reference)
+                     sends_deltas=False, client_metrics=kl_to_reference,
+                     reads_reports=by_returns)

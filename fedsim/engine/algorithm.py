@@ -3,13 +3,14 @@ parts. fedsim.algorithms composes them into FedAvg, FedProx, centralized and loc
 
     Algorithm(name, client_start, local_objective, client_update, aggregator, server_update)
 
-client_start(global_params, client_params (K, ...), participants (m,), hparams)
+client_start(global_params, client_params (K, ...), participants (m,), hparams[, reports])
         -> (start (m, ...), message)
     What each of the round's m participants starts from (the global parameters, its own) and
     a per-client message the server computes, from the global parameters or from every
     client's previous parameters (e.g. FedProx's anchor; () if none). A message that is a
     fedsim.engine.task.Reference puts the task's KL penalty to it into the local objective
-    (Task.kl). `participant_rows` picks the participants' rows.
+    (Task.kl). An algorithm with reads_reports also receives reports=, every client's
+    Task.report (leading axis K). `participant_rows` picks the participants' rows.
 local_objective(direction, params, message, hparams) -> direction
     The algorithm's change to the task's local ascent direction (FedProx's proximal pull).
 client_update(task, local_objective, local_steps, client_block) -> update
@@ -221,3 +222,4 @@ class Algorithm(NamedTuple):
     server_update: ServerUpdate = server_optimizer()
     sends_deltas: bool = True
     client_metrics: Callable = no_client_metrics
+    reads_reports: bool = False

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import optax
 
-from fedsim.choices import ALGORITHMS, DELTA_ALGORITHMS, MIXINGS
+from fedsim.choices import ALGORITHMS, DELTA_ALGORITHMS, MIXINGS, PEER_WEIGHTINGS
 from fedsim.engine.aggregators import make_aggregator
 from fedsim.engine.faults import check_attack
 from fedsim.errors import check_choice, check_int, check_real, require
@@ -37,7 +37,9 @@ class Federation:
     kl_coef, self_weight, graph, mixing, peer_weights: fedkl's KL coefficient beta, and
     its mixing matrix W (fedsim.algorithms.peers): peer_weights (K x K numbers, row by row)
     if given, else alpha I + (1 - alpha) x the graph's row-normalised adjacency; mixing:
-    how the peers' policies are mixed (fedsim.choices.MIXINGS).
+    how the peers' policies are mixed (fedsim.choices.MIXINGS); peer_weighting "returns"
+    tilts W's peer part each communication by softmax(return / return_temperature) of the
+    clients' reported returns (fedsim.algorithms.fedkl.tilt_by_returns).
     """
 
     algorithm: str = "fedavg"
@@ -58,6 +60,8 @@ class Federation:
     graph: str = "complete"
     mixing: str = "geometric"
     peer_weights: tuple[float, ...] | None = None
+    peer_weighting: str = "fixed"
+    return_temperature: float = 1.0
 
     def validate(self, num_clients: int) -> "Federation":
         check_choice("algorithm", self.algorithm, ALGORITHMS)
@@ -85,6 +89,8 @@ class Federation:
         if self.algorithm == "fedkl":
             check_real("kl_coef (beta)", self.kl_coef, 0.0)
             check_choice("mixing", self.mixing, MIXINGS)
+            check_choice("peer_weighting", self.peer_weighting, PEER_WEIGHTINGS)
+            check_real("return_temperature", self.return_temperature, 0.0, lo_open=True)
             self.mixing_matrix(num_clients)   # checks alpha, the graph or the given W
         if self.byzantine:
             require(all(0 <= k < num_clients for k in self.byzantine), "byzantine",
@@ -124,7 +130,8 @@ class Federation:
         from fedsim import algorithms
 
         return algorithms.make_algorithm(self.algorithm, make_aggregator(self.aggregator, self.trim),
-                                         self.server_optimizer, task, self.mixing)
+                                         self.server_optimizer, task, self.mixing,
+                                         self.peer_weighting)
 
     def algorithm_hparams(self, num_clients: int | None = None):
         """The algorithm's hyperparameters, an input of the compiled run (fedkl's W needs
@@ -133,6 +140,6 @@ class Federation:
 
         W = self.mixing_matrix(num_clients) if self.algorithm == "fedkl" else None
         return algorithms.default_hparams(self.algorithm, mu=self.mu, kl_coef=self.kl_coef,
-                                          peer_weights=W)
+                                          peer_weights=W, temperature=self.return_temperature)
 
 

@@ -17,9 +17,10 @@ import numpy as np
 
 from fedsim.engine import keys as K_
 from fedsim.engine.aggregation import participant_weights, sample_participants
-from fedsim.engine.algorithm import participant_rows
+from fedsim.engine.algorithm import map_clients, participant_rows
 from fedsim.engine.faults import attack, dropout_mask, straggler_steps
 from fedsim.engine.state import FedState
+from fedsim.errors import require
 
 
 class HParams(NamedTuple):
@@ -64,6 +65,9 @@ def make_train_round(task, algorithm, fed):
     steps and then over the participants with their aggregation weights."""
     E = fed.local_steps
     client_update = algorithm.client_update(task, algorithm.local_objective, E, fed.client_block)
+    require(not algorithm.reads_reports or task.report is not None, "algorithm", algorithm.name,
+            "weighs clients by their reports: it needs a task with Task.report")
+    report = map_clients(task.report, fed.client_block) if algorithm.reads_reports else None
 
     def train_round(state: FedState, data, weights, hparams: HParams, run_key, t, lrs):
         K = weights.shape[0]
@@ -77,8 +81,11 @@ def make_train_round(task, algorithm, fed):
         w = participant_weights(weights, idx, m)
 
         mine = take(state.clients)
+        # what every client tells the server with its parameters (the algorithm reads it)
+        given = {} if report is None else {"reports": report(
+            state.clients.params, state.clients.private, data, hparams.task)}
         start, message = algorithm.client_start(state.params, state.clients.params, idx,
-                                                hparams.algorithm)
+                                                hparams.algorithm, **given)
         mine, aux = client_update(start, mine, take(data), take(hparams.task), keys, lrs,
                                   draws.steps, message, w, hparams.algorithm)
 

@@ -34,6 +34,10 @@ its peers' (fedsim.algorithms.fedkl), or None if it cannot:
     divergence(params, reference_k, data_k, hparams_k) -> KL(pi_params || ref_k), the
         task's measure of it (tabular: exact, averaged over the discounted occupancy).
 An algorithm asks for the penalty by sending a `Reference` as the client's message.
+
+report(params, private_k, data_k, hparams_k) -> dict of scalars, or None: what client k tells
+the server besides its parameters at each communication (e.g. its recent return), for
+algorithms that weigh the clients by it (Algorithm.reads_reports).
 """
 
 from __future__ import annotations
@@ -79,3 +83,4 @@ class Task(NamedTuple):
     init_personal: Callable[..., Any] = _no_personal
     personal_optimizer: optax.GradientTransformation = ASCENT
     kl: KLPenalty | None = None
+    report: Callable[..., dict] | None = None

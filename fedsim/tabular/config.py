@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 
 from fedsim.choices import (AGGREGATORS, ALGORITHMS, ATTACKS, ESTIMATORS, GRADIENTS, GRAPHS,
-                            INITS, LEARNERS, MIXINGS, REGULARIZERS, REWARD_FORMS, SCHEDULES,
-                            SERVER_OPTIMIZERS, STARTS, WEIGHTINGS)
+                            INITS, LEARNERS, MIXINGS, PEER_WEIGHTINGS, REGULARIZERS,
+                            REWARD_FORMS, SCHEDULES, SERVER_OPTIMIZERS, STARTS, WEIGHTINGS)
 from fedsim.errors import ConfigError, check_choice, check_int, check_real, require
 from fedsim.options import FLAG, count, numbers, option, step_size, weighting
 
@@ -241,6 +241,13 @@ class TabularRunConfig:
         None, "with fedkl, instead of --self-weight and --graph: W itself, K x K comma-separated "
         "non-negative numbers row by row, each row summing to 1", group=PEERS, type=numbers,
         metavar="W", convert=lambda v: tuple(v) if isinstance(v, tuple) else (v,))
+    peer_weighting: str = option("fixed", "with fedkl: fixed W, or returns: each communication, "
+                                 "tilt W's peer part by softmax(J_j / T) of the clients' own "
+                                 "returns (the authors' softmax of the peers' recent rewards)",
+                                 group=PEERS, choices=PEER_WEIGHTINGS)
+    return_temperature: float = option(1.0, "with --peer-weighting returns: the softmax's "
+                                       "temperature T (> 0)", group=PEERS, type=float,
+                                       metavar="T")
     rounds: int = option(100, "communication rounds T (>= 1)", short="-T", group=FEDERATION,
                          type=count)
     local_steps: int = option(5, "local steps per round E (>= 1)", short="-E", group=FEDERATION,
@@ -352,7 +359,8 @@ class TabularRunConfig:
                           self.aggregator, self.trim, self.dropout, self.stragglers,
                           tuple(int(k) for k in np.flatnonzero(self.byzantine_mask())),
                           self.attack, self.attack_scale, self.mu, self.kl_coef,
-                          self.self_weight, self.graph, self.mixing, self.peer_weights)
+                          self.self_weight, self.graph, self.mixing, self.peer_weights,
+                          self.peer_weighting, self.return_temperature)
 
     def byzantine_mask(self) -> np.ndarray:
         """(K,) bool: the Byzantine clients, drawn from the instance seed."""

@@ -273,6 +273,8 @@ def instance_arrays(config: TabularRunConfig, instance: TabularInstance, lrs, re
         "server_optimizer": config.server_optimizer, "server_lr": config.server_lr,
         "mu": config.mu,
         **({"kl_coef": config.kl_coef, "mixing": config.mixing,
+            "peer_weighting": config.peer_weighting,
+            "return_temperature": config.return_temperature,
             "peer_weights": config.federation().mixing_matrix(instance.num_clients)}
            if config.algorithm == "fedkl" else {}),
         "aggregator": config.aggregator, "trim": config.trim, "dropout": config.dropout,

@@ -132,5 +132,10 @@ def make_task(instance: TabularInstance, learner: LearnerSpec) -> Task:
             "J_personal_client": personal,
         }
 
-    return Task(init_private=init_private, direction=direction, evaluate=evaluate,
+    def report(theta, private, data: ClientMDP, hp: TabularHParams):
+        """What a client tells the server besides its logits: the (regularised) return of its
+        own policy on its own objective, exact (fedkl weighs peers by it)."""
+        return {"return": oracles.client_return(theta, data.P, reward(data, hp), rho, gamma, reg)}
+
+    return Task(init_private=init_private, direction=direction, evaluate=evaluate, report=report,
                 kl=KLPenalty(mix_policies, kl_direction, divergence))
