@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("name", choices=("rate", "clients", "tradeoff", "fedkl", "all"), help="which sweep")
     sweep.add_argument("--quick", action="store_true",
                        help="small version (all four together, as `fedsim validate` runs them: "
-                            "3 min 54 s measured on a 2-core CPU)")
+                            "4 min 24 s measured on a 2-core CPU)")
     sweep.add_argument("--out", type=Path, default=None,
                        help="results folder (default runs/sweep-NAME[-quick]); refused if it "
                             "holds a sweep with other options or is in use")
