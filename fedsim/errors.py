@@ -18,6 +18,10 @@ class ConfigError(ValueError):
         super().__init__(f"{name} = {value!r} is not allowed: {allowed}")
 
 
+class DataError(FileNotFoundError):
+    """Missing or corrupt data, with where we looked and what to do."""
+
+
 def require(ok: bool, name: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(name, value, allowed)

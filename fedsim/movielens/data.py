@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fedsim.choices import MOVIELENS_RELEASES
-from fedsim.errors import check_int, check_real, require
+from fedsim.errors import DataError, check_int, check_real, require
 
 # Checksums as GroupLens publishes them (ml-100k.zip.md5, ml-1m.zip.md5) or, for
 # ml-latest-small, the sha256 of the copy in ../shared/data. Rating and movie files differ by
@@ -51,10 +51,6 @@ GENRES_100K = ("unknown", "Action", "Adventure", "Animation", "Children's", "Com
                "Romance", "Sci-Fi", "Thriller", "War", "Western")
 POSITIVE_RATING = 4.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-class DataError(FileNotFoundError):
-    """Missing or corrupt data, with where we looked and what to do."""
 
 
 @dataclass(frozen=True)
