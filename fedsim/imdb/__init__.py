@@ -1,2 +1,3 @@
-"""FedRLHF's IMDb experiment (issue 15, in progress): the reviews, a tokenizer, and the clients'
-shards; the language model, the reward and sequence PPO come next."""
+"""FedRLHF's IMDb experiment (issue 15, in progress): the reviews and the clients' shards
+(data), a tokenizer, and the reward's sentiment classifier; the language model, the fluency
+reward and sequence PPO come next."""
