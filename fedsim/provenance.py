@@ -27,7 +27,7 @@ ENGINE = ("fedsim/engine", "fedsim/algorithms", "fedsim/choices.py", "fedsim/err
           "fedsim/options.py")
 SIMULATOR = ENGINE + ("fedsim/tabular",)
 SWEEPS = SIMULATOR + ("theory", "sweeps")
-MOVIELENS = ENGINE + ("fedsim/movielens",)
+MOVIELENS = ENGINE + ("fedsim/movielens", "fedsim/hub.py")
 
 
 def version(package: str) -> str | None:

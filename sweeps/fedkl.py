@@ -85,8 +85,7 @@ def _solver(inst, tau):
     def solve(W, beta, mixing="geometric"):
         fp = fixed_points.coupled_fixed_point(P, r, g, W, beta, tau, mixing)
         own = fixed_points.returns(fp.log_pi, P, r, inst.rho, g, tau)
-        consensus = np.tensordot(p, fp.log_pi, 1)
-        consensus = consensus - np.log(np.exp(consensus).sum(-1, keepdims=True))
+        consensus = fixed_points.log_softmax(np.tensordot(p, fp.log_pi, 1))
         common = np.broadcast_to(consensus, fp.log_pi.shape)
         return fp, {"spread": fixed_points.spread(fp.log_pi, p),
                     "own_loss": float(np.mean(own_star - own)),
@@ -99,8 +98,8 @@ def _solver(inst, tau):
 def _identity_gaps(seed: int, K: int, S: int, A: int):
     """(geometric, arithmetic) identity gaps on random policies and weights."""
     rng = np.random.default_rng(seed)
-    log_soft = lambda z: z - np.log(np.exp(z).sum(-1, keepdims=True))
-    log_pi, log_peers = log_soft(2 * rng.normal(size=(S, A))), log_soft(2 * rng.normal(size=(K, S, A)))
+    log_pi = fixed_points.log_softmax(2 * rng.normal(size=(S, A)))
+    log_peers = fixed_points.log_softmax(2 * rng.normal(size=(K, S, A)))
     w = rng.dirichlet(np.ones(K))
     arithmetic = np.log(np.einsum("k,ksa->sa", w, np.exp(log_peers)))
     return (fixed_points.kl_identity_gap(log_pi, log_peers, w),

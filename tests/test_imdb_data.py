@@ -150,3 +150,16 @@ def test_sentiment_classifier_on_the_shared_sample(monkeypatch):
     tok = T.build([reviews.text[i] for i in train], 5000)
     params = C.train(_encoded(reviews, train, tok, 256), reviews.label[train], tok.size)
     assert C.accuracy(params, _encoded(reviews, held, tok, 256), reviews.label[held]) > 0.74
+
+
+def test_hub_table_from_a_saved_folder(tmp_path):
+    import datasets
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(
+        {"text": ["Loved it<br />", "Meh"], "label": [1, 0]})}).save_to_disk(str(tmp_path / "imdb"))
+    reviews = D.load_hub(str(tmp_path / "imdb"))
+    assert reviews.text == ("Loved it", "Meh") and reviews.label.tolist() == [1, 0]
+    with pytest.raises(ConfigError, match="must have a test split"):
+        D.load_hub(str(tmp_path / "imdb"), "test")
+    with pytest.raises(DataError, match="no such folder"):
+        D.load_hub(str(tmp_path / "missing"))

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 
-def _log_softmax(z):
+def log_softmax(z):
     z = z - z.max(axis=-1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
@@ -29,7 +29,7 @@ def _log_softmax(z):
 def mix(log_pi, W, mixing: str = "geometric"):
     """log pi_ref (K, S, A) from log pi (K, S, A) and W (K, K)."""
     if mixing == "geometric":
-        return _log_softmax(np.einsum("kj,jsa->ksa", W, log_pi))
+        return log_softmax(np.einsum("kj,jsa->ksa", W, log_pi))
     if mixing == "sum_of_kls":   # unnormalised: the penalty is sum_j W_kj KL(pi || pi_j)
         return np.einsum("kj,jsa->ksa", W, log_pi)
     return np.log(np.einsum("kj,jsa->ksa", W, np.exp(log_pi)))
@@ -87,7 +87,7 @@ def spread(log_pi, weights):
     """How far apart the clients stay: the largest total-variation distance, over clients
     and states, between a client's policy and the weighted geometric consensus."""
     pi = np.exp(log_pi)
-    consensus = np.exp(_log_softmax(np.tensordot(weights, log_pi, axes=1)))
+    consensus = np.exp(log_softmax(np.tensordot(weights, log_pi, axes=1)))
     return float(0.5 * np.abs(pi - consensus[None]).sum(axis=-1).max())
 
 

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from fedsim.errors import ConfigError, DataError, check_int, check_real, require
+from fedsim.hub import load_table
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = "imdb-sample-1k.csv"
@@ -124,22 +125,7 @@ def load_hub(name: str, split: str = "train") -> Reviews:
     """Reviews from the Hugging Face `datasets` library: a folder written by
     Dataset.save_to_disk, or a hub name (e.g. "imdb") fetched by datasets.load_dataset, the
     one path that may use the network, and only when asked."""
-    import datasets
-
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        table = datasets.load_from_disk(str(folder))
-    elif name.startswith(("/", "./", "../", "~")):   # a path the user typed is never a hub name
-        raise DataError(f"--hub {name!r}: no such folder (a saved dataset folder, or a hub name)")
-    else:
-        try:
-            table = datasets.load_dataset(name)
-        except Exception as error:   # the library raises many kinds; all mean "not available"
-            raise DataError(f"--hub {name!r}: could not be loaded ({type(error).__name__}: "
-                            f"{error})") from error
-    if isinstance(table, datasets.DatasetDict):
-        require(split in table, "hub", name, f"must have a {split} split")
-        table = table[split]
+    table = load_table(name, split)
     columns = next(((t, l) for t, l in COLUMNS if t in table.column_names
                     and l in table.column_names), None)
     if columns is None:

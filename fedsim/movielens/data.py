@@ -23,6 +23,7 @@ import numpy as np
 
 from fedsim.choices import MOVIELENS_RELEASES
 from fedsim.errors import DataError, check_int, check_real, require
+from fedsim.hub import load_table
 
 # Checksums as GroupLens publishes them (ml-100k.zip.md5, ml-1m.zip.md5) or, for
 # ml-latest-small, the sha256 of the copy in ../shared/data. Rating and movie files differ by
@@ -228,27 +229,7 @@ def load_hub(name: str) -> Ratings:
     user, movie, rating and genres columns (MovieLens or snake_case spellings; genres as
     "A|B" strings or lists) and optionally a title (release years); a DatasetDict's "train"
     split is used."""
-    import datasets
-
-    looks_like_path = name.startswith(("/", "./", "../", "~")) or Path(name).exists()
-    if Path(name).expanduser().is_dir():
-        try:
-            table = datasets.load_from_disk(str(Path(name).expanduser()))
-        except (FileNotFoundError, ValueError) as error:
-            raise DataError(f"--hub {name!r}: not a folder written by Dataset.save_to_disk "
-                            f"({error})") from error
-    elif looks_like_path:   # a path the user typed is never taken for a hub name
-        raise DataError(f"--hub {name!r}: no such folder (a saved dataset folder, or a hub "
-                        f"name such as user/dataset)")
-    else:
-        try:
-            table = datasets.load_dataset(name)
-        except Exception as error:   # the library raises many kinds; all mean "not available"
-            raise DataError(f"--hub {name!r}: not a saved dataset folder and could not be loaded "
-                            f"from the Hugging Face hub ({type(error).__name__}: {error})") from error
-    if isinstance(table, datasets.DatasetDict):
-        require("train" in table, "hub", name, "must have a train split")
-        table = table["train"]
+    table = load_table(name)
     found = {}
     for role, spellings in HUB_COLUMNS.items():
         column = next((c for c in spellings if c in table.column_names), None)
