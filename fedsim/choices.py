@@ -29,3 +29,9 @@ REGULARIZERS = ("none", "entropy", "kl")
 MOVIELENS_RELEASES = ("ml-latest-small", "ml-100k", "ml-1m")
 UPDATES = ("fitted_q", "soft_q", "policy_gradient")
 MOVIELENS_ALGORITHMS = ("fedavg", "centralized", "local")   # the paper's comparison
+
+# IMDb
+IMDB_ALGORITHMS = ("fedrlhf", "as_released", "isolated", "centralized", "fedppo_kl")
+IMDB_DATASETS = ("imdb", "synthetic")
+IMDB_SHARDINGS = ("contiguous", "shuffled")
+FLUENCY_SCORERS = ("frozen", "policy")

@@ -25,7 +25,7 @@ PACKAGES = ("fedsim", "jax", "jaxlib", "flax", "optax", "numpy")
 # What each kind of result depends on (paths relative to the project root).
 ENGINE = ("fedsim/engine", "fedsim/algorithms", "fedsim/choices.py", "fedsim/errors.py",
           "fedsim/options.py")
-SIMULATOR = ENGINE + ("fedsim/tabular",)
+SIMULATOR = ENGINE + ("fedsim/tabular", "fedsim/rl.py")
 SWEEPS = SIMULATOR + ("theory", "sweeps")
 MOVIELENS = ENGINE + ("fedsim/movielens", "fedsim/hub.py")
 

@@ -123,7 +123,7 @@ def test_bad_ppo_settings_fail_before_compiling(change, message):
 
 
 def test_adaptive_kl_controller_follows_trl_and_moves_the_right_way():
-    from fedsim.tabular.ppo import adapt_kl_scale
+    from fedsim.rl import adapt_kl_scale
 
     # TRL: proportional error clipped to [-0.2, 0.2], times n_steps / horizon
     assert float(adapt_kl_scale(1.0, 12.0, 6.0, 10_000, 16)) == pytest.approx(1 + 0.2 * 16 / 1e4)

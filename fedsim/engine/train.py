@@ -108,7 +108,8 @@ def make_trainer(task, algorithm, fed, mesh: Mesh | None = None) -> Trainer:
             state = state._replace(clients=place(state.clients))
             state, metrics, client_metrics = evaluate(task, algorithm, state, data, weights,
                                                       hparams, stop - 1)
-            client_metrics = jax.tree.map(lambda x: x[:num_clients], client_metrics)
+            if mesh is not None:   # the padded clients' rows (a task may report other rows)
+                client_metrics = jax.tree.map(lambda x: x[:num_clients], client_metrics)
             return (state, aux, stop), Metrics(metrics, client_metrics, aux)
 
         (state, _, _), metrics = jax.lax.scan(

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from fedsim.engine import Direction
+from fedsim.rl import gae
 from fedsim.tabular.sampling import rollout, trajectory_uniforms
 
 
@@ -48,35 +49,12 @@ class PPOState(NamedTuple):
     kl_scale: jax.Array   # the adaptive controller's multiplier of the KL coefficient (1: fixed)
 
 
-def adapt_kl_scale(scale, kl, target, horizon, batch):
-    """TRL's AdaptiveKLController (Ziegler et al. 2019): scale *= 1 + clip(KL / target - 1,
-    -0.2, 0.2) * batch / horizon, with KL the batch's mean per-trajectory sum of
-    log pi_old - log ref at the sampled actions."""
-    error = jnp.clip(kl / target - 1.0, -0.2, 0.2)
-    return scale * (1.0 + error * batch / horizon)
-
-
-def gae(rewards, alive, values, next_values, lam):
-    """Advantages (H, B): delta_t = alive_t (r_t - V(s_t)) + alive_{t+1} V(s_{t+1}),
-    A_t = delta_t + lam A_{t+1}; zero after a trajectory ends."""
-    next_alive = jnp.concatenate([alive[1:], jnp.zeros_like(alive[:1])])
-    delta = alive * (rewards - values) + next_alive * next_values
-
-    def back(carry, x):
-        d, a = x
-        carry = (d + lam * carry) * a
-        return carry, carry
-
-    _, adv = jax.lax.scan(back, jnp.zeros_like(delta[0]), (delta, alive), reverse=True)
-    return adv
-
-
 def ppo_iteration(theta, value, P, r, rho, gamma, reg, key, *, spec, horizon: int,
                   kl_log_ref=None):
     """One PPO iteration of one client: (theta, V (S,)) -> Direction(theta_new - theta, V_new,
     aux). `reg` is the reward's regulariser (tau, log_ref), applied at pi_old. With
     `kl_log_ref`, aux also holds reference_kl, the batch's KL to it as the adaptive
-    controller measures it (fedsim.tabular.ppo.adapt_kl_scale)."""
+    controller measures it (fedsim.rl.adapt_kl_scale)."""
     S, A = theta.shape
     B, M = spec.batch, spec.minibatches
     # the key's trajectories are the ones the policy gradient would sample with it

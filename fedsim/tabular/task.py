@@ -17,7 +17,8 @@ from fedsim.engine.task import KLPenalty
 from fedsim.tabular import oracles
 from fedsim.tabular.config import LearnerSpec
 from fedsim.tabular.mdp import ClientMDP, TabularInstance, shaped_reward
-from fedsim.tabular.ppo import PPOState, adapt_kl_scale, ppo_iteration
+from fedsim.rl import adapt_kl_scale
+from fedsim.tabular.ppo import PPOState, ppo_iteration
 from fedsim.tabular.sampling import sampled_gradient
 
 
