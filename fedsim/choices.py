@@ -31,7 +31,8 @@ UPDATES = ("fitted_q", "soft_q", "policy_gradient")
 MOVIELENS_ALGORITHMS = ("fedavg", "centralized", "local")   # the paper's comparison
 
 # IMDb
-IMDB_ALGORITHMS = ("fedrlhf", "as_released", "isolated", "centralized", "fedppo_kl")
+IMDB_ALGORITHMS = ("fedrlhf", "as_released", "isolated", "centralized", "centralized_full",
+                   "fedppo_kl")
 IMDB_DATASETS = ("imdb", "synthetic")
 IMDB_SHARDINGS = ("contiguous", "shuffled")
 FLUENCY_SCORERS = ("frozen", "policy")

@@ -235,16 +235,18 @@ def _run_movielens(args: argparse.Namespace, config=None) -> int:
     return 0
 
 
-def _run_imdb(args: argparse.Namespace) -> int:
+def _run_imdb(args: argparse.Namespace, config=None) -> int:
     from fedsim.imdb.config import IMDbRunConfig
     from fedsim.imdb.experiment import run_imdb
 
-    reject_ignored(args.given, args, IMDB_ONLY_WITH)
-    config = from_args(IMDbRunConfig, args)
-    if args.quick:   # what the user typed stays as typed
-        fields = {f.name: flag_of(f) for f in dataclasses.fields(IMDbRunConfig)
-                  if "cli" in f.metadata}
-        config = config.quick(keep={name for name, flag in fields.items() if flag in args.given})
+    if config is None:
+        reject_ignored(args.given, args, IMDB_ONLY_WITH)
+        config = from_args(IMDbRunConfig, args)
+        if args.quick:   # what the user typed stays as typed
+            fields = {f.name: flag_of(f) for f in dataclasses.fields(IMDbRunConfig)
+                      if "cli" in f.metadata}
+            config = config.quick(keep={name for name, flag in fields.items()
+                                        if flag in args.given})
     config = config.validate()
     s = run_imdb(config, args.out, progress=not args.quiet)["summary"]
     pre = s["pretraining"]
@@ -276,8 +278,9 @@ def _run_saved(args: argparse.Namespace) -> int:
             "must be given with --config (the folder for the re-run)")
     config = load_config(args.config)
     args.out, args.distributed = args.saved_out, False
-    return (_run_tabular if type(config).__name__ == "TabularRunConfig" else _run_movielens)(
-        args, config)
+    run = {"TabularRunConfig": _run_tabular, "MovieLensRunConfig": _run_movielens,
+           "IMDbRunConfig": _run_imdb}[type(config).__name__]
+    return run(args, config)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -495,11 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     figures = commands.add_parser(
         "figures", help="draw every figure from results on disk",
-        description="Regenerate the figures (PNG and PDF) from sweep results on disk; nothing "
+        description="Regenerate the figures (PNG and PDF) from results on disk; nothing "
                     "is re-run.")
     figures.add_argument("--results", type=Path, default=Path("runs/validate"),
                          help="a folder written by `fedsim sweep all` or `fedsim validate`, "
-                              "or by one sweep")
+                              "by one sweep, or by `fedsim run movielens` or `fedsim run imdb`")
     figures.add_argument("--out", type=Path, default=None, help="where to write (default RESULTS/figures)")
     figures.set_defaults(handler=_figures)
 

@@ -15,10 +15,11 @@ from fedsim.rundir import read_config
 
 
 def _config_classes() -> dict:
+    from fedsim.imdb.config import IMDbRunConfig
     from fedsim.movielens.config import MovieLensRunConfig
     from fedsim.tabular.config import TabularRunConfig
 
-    return {"tabular": TabularRunConfig, "movielens": MovieLensRunConfig}
+    return {"tabular": TabularRunConfig, "movielens": MovieLensRunConfig, "imdb": IMDbRunConfig}
 
 
 def from_dict(cls, values: dict, where: str = "config"):
@@ -41,7 +42,7 @@ def from_dict(cls, values: dict, where: str = "config"):
 
 
 def load_config(path: str | Path):
-    """The TabularRunConfig or MovieLensRunConfig saved in a run's config.json."""
+    """The TabularRunConfig, MovieLensRunConfig or IMDbRunConfig saved in a run's config.json."""
     saved = read_config(Path(path))
     task = saved.pop("task", None)
     classes = _config_classes()

@@ -28,6 +28,7 @@ ENGINE = ("fedsim/engine", "fedsim/algorithms", "fedsim/choices.py", "fedsim/err
 SIMULATOR = ENGINE + ("fedsim/tabular", "fedsim/rl.py")
 SWEEPS = SIMULATOR + ("theory", "sweeps")
 MOVIELENS = ENGINE + ("fedsim/movielens", "fedsim/hub.py")
+IMDB = ENGINE + ("fedsim/imdb", "fedsim/hub.py", "fedsim/rl.py")
 
 
 def version(package: str) -> str | None:

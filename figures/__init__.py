@@ -405,8 +405,115 @@ def fedkl_figures(folder: Path, out: Path) -> list[Path]:
     return written + _save(fig, out, "fedkl_fixed_point")
 
 
+def imdb_figures(folder: Path, out: Path) -> list[Path]:
+    """Like the authors' IMDb figures: the global reward against rounds and against samples per
+    algorithm (mean and 95% band over seeds; the centralized learners dashed), each client's
+    reward against rounds (FedRLHF solid, isolated dotted); and the lambda_k trade-off: the
+    last round's change from the pre-trained model in P(positive), fluency and the frozen
+    model's perplexity of the responses, against lambda_k."""
+    import matplotlib.pyplot as plt
+
+    colors = _theme()
+    rows, summary = _read(folder)
+    with open(folder / "clients.csv") as f:
+        clients = list(csv.DictReader(f))
+    algorithms = list(summary["results"])
+    seeds = len({r["seed"] for r in rows})
+    style = lambda name: "--" if name.startswith("centralized") else "-"
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, x, label in ((axes[0], "round", "round"),
+                         (axes[1], "samples", "prompts answered (all clients)")):
+        by = _curves(rows, ("algorithm",), x=x, y="reward")
+        for i, name in enumerate(algorithms):
+            _band(ax, *by[(name,)], colors[i % len(colors)], name, ls=style(name))
+        ax.set(xlabel=label, ylabel="mean reward (clients weighted)",
+               title=f"global reward, 95% CI over {seeds} seed(s)")
+        _legend(ax)
+    ax = axes[2]
+    lams = sorted({float(r["lam"]) for r in clients})
+    palette = plt.get_cmap("viridis")(np.linspace(0.1, 0.9, len(lams)))
+    for name, line in (("fedrlhf", "-"), ("isolated", ":")):
+        sel = [r for r in clients if r["algorithm"] == name]
+        by = _curves(sel, ("lam",), y="reward")
+        for lam, color in zip(lams, palette):
+            key = next((k for k in by if float(k[0]) == lam), None)
+            if key is not None:
+                xs, mean, half = by[key]
+                ax.plot(xs, mean, line, color=color, lw=1.6,
+                        label=rf"$\lambda$ = {lam:.2f}" if name == "fedrlhf" else None)
+    ax.set(xlabel="round", ylabel="client reward (its own lambda_k)",
+           title="per client: FedRLHF (solid), isolated (dotted)")
+    _legend(ax)
+    fig.tight_layout()
+    written = _save(fig, out, "imdb_rewards")
+
+    last = max(int(r["round"]) for r in clients)
+    start = {(r["algorithm"], r["seed"], r["client"]): r for r in clients if r["round"] == "0"}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, metric, label in ((axes[0], "sentiment", "gain in P(positive)"),
+                              (axes[1], "fluency", "change in fluency (reward's term)"),
+                              (axes[2], "perplexity", "change in perplexity (frozen model)")):
+        for i, name in enumerate(algorithms):
+            change = [{"lam": r["lam"], "seed": r["seed"], "change": float(r[metric])
+                       - float(start[(name, r["seed"], r["client"])][metric])}
+                      for r in clients if r["algorithm"] == name and int(r["round"]) == last]
+            xs, mean, half = _curves(change, (), x="lam", y="change")[()]
+            ax.errorbar(xs, mean, yerr=half, fmt="o" + style(name), ms=4, capsize=2,
+                        color=colors[i % len(colors)], label=name)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(xlabel=r"client's $\lambda_k$", ylabel=label,
+               title=f"round {last} against the pre-trained model")
+        _legend(ax)
+    fig.tight_layout()
+    written += _save(fig, out, "imdb_tradeoff")
+    table = out / "imdb_table.md"
+    table.write_text(imdb_table(summary))
+    return written + [table]
+
+
+def imdb_table(summary: dict) -> str:
+    """The IMDb comparison as Markdown, from summary.json: per algorithm the last round's global
+    figures and each client's P(positive), then the paired differences to isolated."""
+    results = summary["results"]
+    cell = lambda f, d=3: f"{f[0]:.{d}f} ± {f[1]:.{d}f}"
+    lams = summary["lams"]
+    any_result = next(iter(results.values()))
+    pre = any_result["pretrained"]
+    lines = ["| algorithm | reward | P(positive) | fluency | perplexity | distinct-2 | "
+             "KL to pre-trained | " + " | ".join(f"P(positive), λ = {l:.2f}" for l in lams)
+             + " | Spearman(gain, λ) |",
+             "|---" * (8 + len(lams)) + "|",
+             f"| pre-trained (round 0) | {pre['reward']:.3f} | {pre['sentiment']:.3f} | "
+             f"{pre['fluency']:.3f} | {pre['perplexity']:.1f} | {pre['distinct_2']:.3f} | 0 | "
+             + " | ".join(f"{v:.3f}" for v in _round0_clients(any_result)) + " | |"]
+    for name, r in results.items():
+        g = r["global"]
+        lines.append(
+            f"| {name} | {cell(g['reward'])} | {cell(g['sentiment'])} | {cell(g['fluency'])} | "
+            f"{cell(g['perplexity'], 1)} | {cell(g['distinct_2'])} | "
+            f"{cell(g['kl_to_pretrained'], 1)} | "
+            + " | ".join(cell(c["sentiment"]) for c in r["clients"])
+            + f" | {cell(r['sentiment_gain_spearman_with_lam'], 2)} |")
+    paired = summary.get("versus_isolated") or {}
+    if paired:
+        lines += ["", "| minus isolated (paired by seed) | reward | P(positive) | fluency | "
+                      "perplexity | KL to pre-trained | largest per-client difference |",
+                  "|---" * 7 + "|"]
+        for name, d in paired.items():
+            lines.append(f"| {name} | {cell(d['reward'])} | {cell(d['sentiment'])} | "
+                         f"{cell(d['fluency'])} | {cell(d['perplexity'], 1)} | "
+                         f"{cell(d['kl_to_pretrained'], 1)} | "
+                         f"{d['max_abs_client_difference']:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def _round0_clients(result: dict) -> list[float]:
+    """Each client's P(positive) before RLHF: the last round's minus its gain."""
+    return [c["sentiment"][0] - c["sentiment_gain"][0] for c in result["clients"]]
+
+
 DRAWERS = {"rate": rate_figures, "clients": clients_figures, "tradeoff": tradeoff_figures,
-           "fedkl": fedkl_figures, "movielens": movielens_figures}
+           "fedkl": fedkl_figures, "movielens": movielens_figures, "imdb": imdb_figures}
 
 
 class ResultsError(FileNotFoundError):

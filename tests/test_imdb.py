@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fedsim.config import load_config
 from fedsim.engine import Federation, HParams, make_train
 from fedsim.engine import keys as K_
 from fedsim.errors import ConfigError
@@ -207,12 +208,14 @@ def test_bad_settings_on_the_command_line_fail_before_any_work(tmp_path):
 SAMPLE = D.PROJECT_ROOT.parent / "shared" / "data" / D.SAMPLE
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason="the shared IMDb sample is not beside the project")
 def test_quick_run_end_to_end_on_the_shared_sample(tmp_path, monkeypatch):
+    """`fedsim run imdb --quick` on the shared sample (tiny synthetic reviews without it),
+    then its figures, drawn from the folder."""
     monkeypatch.delenv("FEDSIM_DATA", raising=False)
     out = tmp_path / "run"
+    data = [] if SAMPLE.exists() else ["--dataset", "synthetic"]
     done = subprocess.run([sys.executable, "-m", "fedsim", "run", "imdb", "--quick", "--quiet",
-                           "--cache", str(tmp_path / "cache"), "--out", str(out)],
+                           "--cache", str(tmp_path / "cache"), "--out", str(out), *data],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -227,3 +230,19 @@ def test_quick_run_end_to_end_on_the_shared_sample(tmp_path, monkeypatch):
     for name in ("config.json", "metrics.csv", "clients.csv", "tokenizer.json"):
         assert (out / name).exists()
     assert TK.load(out / "tokenizer.json").size == summary["vocabulary"]
+    # the saved configuration reads back, and the same command on the folder reuses every
+    # finished algorithm
+    config = load_config(out / "config.json")
+    assert isinstance(config, IMDbRunConfig) and config.rounds == 2
+    again = subprocess.run([sys.executable, "-m", "fedsim", "run", "imdb", "--quick", "--quiet",
+                            "--cache", str(tmp_path / "cache"), "--out", str(out), *data],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads((out / "summary.json").read_text())
+    assert resumed["algorithms_reused"] == 2 and resumed["results"] == summary["results"]
+    assert (out / "samples.jsonl").read_text().splitlines() == lines
+    drawn = subprocess.run([sys.executable, "-m", "fedsim", "figures", "--results", str(out),
+                            "--out", str(tmp_path / "figures")], capture_output=True, text=True)
+    assert drawn.returncode == 0, drawn.stderr[-3000:]
+    assert {p.name for p in (tmp_path / "figures").iterdir()} >= {"imdb_rewards.png",
+                                                                 "imdb_tradeoff.png"}

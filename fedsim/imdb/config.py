@@ -109,7 +109,9 @@ class IMDbRunConfig:
     algorithms: tuple[str, ...] = option(
         IMDB_ALGORITHMS, "fedrlhf (FedAvg of all parameters), as_released (the authors' code "
         "path: nothing reaches the clients), isolated, centralized (one model, lambda = 0.5, "
-        "the federation's samples), fedppo_kl (KL to the peers' mixed policies), or all",
+        "the federation's samples), centralized_full (the same, every round a pass over all "
+        "the pooled prompts: --chunks times the samples), fedppo_kl (KL to the peers' mixed "
+        "policies), or all",
         flag="--algorithm", group=RUN, choices=IMDB_ALGORITHMS + ("all",), dest="algorithm",
         cli_default="all", convert=lambda name: IMDB_ALGORITHMS if name == "all" else (name,))
     rounds: int = option(5, "communication rounds (the authors' 5)", short="-T", group=RUN,

@@ -38,7 +38,9 @@ from fedsim.imdb.algorithms import as_released
 from fedsim.imdb.config import IMDbRunConfig
 from fedsim.imdb.ppo import PPOSpec, Scoring
 from fedsim.imdb.task import ClientData, IMDbHParams, make_task
-from fedsim.results import atomic_write_bytes, write_csv, write_json
+from fedsim.interrupt import stop_if_requested
+from fedsim.provenance import IMDB, code_fingerprint
+from fedsim.results import atomic_write_bytes, read_json, write_csv, write_json
 from fedsim.rundir import RunFolder
 
 CENTRALIZED_LAM = 0.5   # the authors' centralized baseline
@@ -52,7 +54,8 @@ TRAINING = ("value_loss", "policy_loss", "kl_to_round_start", "kl_coef", "approx
 # how each comparison algorithm runs on the engine: (engine algorithm, which model is served)
 ENGINE = {"fedrlhf": ("fedavg", "global"), "as_released": ("as_released", "own"),
           "isolated": ("local", "own"), "centralized": ("local", "global"),
-          "fedppo_kl": ("fedkl", "own")}
+          "centralized_full": ("local", "global"), "fedppo_kl": ("fedkl", "own")}
+CENTRALIZED = ("centralized", "centralized_full")
 
 
 def default_cache() -> Path:
@@ -161,12 +164,15 @@ def ppo_spec(config: IMDbRunConfig) -> PPOSpec:
                    config.clip, config.vf_coef, config.gae_lambda, config.whiten)
 
 
-def pooled(problem: Problem):
+def pooled(problem: Problem, full: bool = False):
     """The centralized learner's data: one client holding every client's prompts, K times
-    the iterations per round (the federation's samples), lambda = 0.5."""
+    the iterations per round (the federation's samples), lambda = 0.5; full: every round a
+    pass over all the parts (C times the federation's samples)."""
     prompts = problem.data.prompts   # (K, C, I, B, P)
     K, C, I, B, P = prompts.shape
     merged = prompts.transpose(1, 0, 2, 3, 4).reshape(1, C, K * I, B, P)
+    if full:
+        merged = merged.reshape(1, 1, C * K * I, B, P)
     return (ClientData(merged, problem.data.eval_prompts[:1], np.zeros(1, np.int32)),
             np.ones(1, np.float32), np.full(1, CENTRALIZED_LAM, np.float32))
 
@@ -177,10 +183,10 @@ def run_algorithm(config: IMDbRunConfig, problem: Problem, name: str):
     engine_name, serve = ENGINE[name]
     spec = ppo_spec(config)
     s = scoring(config, problem)
-    eval_lams = problem.lams if name == "centralized" else None
+    eval_lams = problem.lams if name in CENTRALIZED else None
     task = make_task(s, spec, serve, config.mixing, eval_lams=eval_lams)
-    if name == "centralized":
-        data, weights, lams = pooled(problem)
+    if name in CENTRALIZED:
+        data, weights, lams = pooled(problem, full=name == "centralized_full")
     else:
         data, weights, lams = problem.data, problem.weights, problem.lams
     fed = Federation(engine_name if engine_name != "as_released" else "local", 1,
@@ -240,56 +246,96 @@ def run_imdb(config: IMDbRunConfig, out: Path | None = None, progress: bool = Tr
 
 def _run(config, problem: Problem, out, progress, wall) -> dict:
     round0 = evaluate_pretrained(config, problem)
-    samples_per_round = problem.iterations * config.batch   # prompts per client per round
-    rows, client_rows, samples, results, timings = [], [], [], {}, {}
+    cells = _Cells(out)
+    done = []
     with tqdm(config.algorithms, desc="algorithm", disable=not progress) as bar:
         for name in bar:
             bar.set_postfix_str(name)
-            clients, aux, timing = run_algorithm(config, problem, name)
-            timings[name] = timing
-            n = config.rounds
-            per_client = {k: np.concatenate([np.repeat(round0[k], config.num_seeds, 1),
-                                             clients[k]]) for k in round0}   # (n + 1, S, K, ...)
-            share = problem.weights
-            for t in range(n + 1):
-                for s in range(config.num_seeds):
-                    base = {"algorithm": name, "seed": s, "round": t,
-                            "samples": t * samples_per_round * config.clients}
-                    row = {**base, **{m: float(share @ per_client[m][t, s]) for m in METRICS}}
-                    row.update({a: (float(aux[a][t - 1, s]) if t > 0 else float("nan"))
-                                for a in TRAINING if a in aux})
-                    rows.append(row)
-                    for k in range(config.clients):
-                        lam = float(problem.lams[k])
-                        client_rows.append({**base, "client": k, "lam": lam,
-                                            **{m: float(per_client[m][t, s, k]) for m in METRICS}})
-                        for i, prompt in enumerate(problem.eval_texts):
-                            samples.append({
-                                "algorithm": name, "seed": s, "round": t, "client": k,
-                                "lam": lam, "prompt": prompt,
-                                "response": problem.tokenizer.decode(
-                                    per_client["responses"][t, s, k, i]),
-                                "reward": float(per_client["response_reward"][t, s, k, i]),
-                                "sentiment": float(per_client["response_sentiment"][t, s, k, i]),
-                                "fluency": float(per_client["response_fluency"][t, s, k, i])})
-            results[name] = _result(config, problem, per_client)
-            if out is not None:
-                _write(out, rows, client_rows, samples)
+            cell = cells.load(name)
+            if cell is None:
+                cell = _cell(config, problem, name, round0)
+                cells.save(cell)
+            done.append(cell)
+            if out is not None:   # what is finished is readable as it goes
+                _write(out, done)
+                stop_if_requested(f"stopped after {len(done)} of {len(config.algorithms)} "
+                                  f"algorithms; saved in {out}; run the same command to resume")
+    results = {c["algorithm"]: c["result"] for c in done}
+    client_rows = [r for c in done for r in c["client_rows"]]
     summary = {
         "experiment": "imdb", "results": results,
         "versus_isolated": _paired(results, client_rows, config) if "isolated" in results else {},
         "clients": config.clients, "lams": problem.lams.tolist(),
-        "iterations_per_round": problem.iterations, "prompts_per_client_round": samples_per_round,
+        "iterations_per_round": problem.iterations,
+        "prompts_per_client_round": problem.iterations * config.batch,
         "reviews": len(problem.reviews), "source": problem.reviews.source,
         "vocabulary": problem.tokenizer.size, "parameters": M.num_params(problem.frozen),
         "pretraining": problem.pretrain_report,
         "classifier_held_out_accuracy": problem.classifier_accuracy,
-        "timings": timings, "wall_seconds": time.perf_counter() - wall,
+        "timings": {c["algorithm"]: c["timing"] for c in done},
+        "algorithms_computed_this_run": cells.computed,
+        "algorithms_reused": len(done) - cells.computed,
+        "wall_seconds": time.perf_counter() - wall,
         "note": "(mean, 95% CI half-width) over training seeds at the last round; gains are "
                 "against round 0, the pre-trained model, on the same evaluation prompts"}
     if out is not None:
         write_json(out / "summary.json", summary)
-    return {"rows": rows, "client_rows": client_rows, "samples": samples, "summary": summary}
+    return {"rows": [r for c in done for r in c["rows"]], "client_rows": client_rows,
+            "samples": [r for c in done for r in c["samples"]], "summary": summary}
+
+
+def _cell(config, problem: Problem, name: str, round0: dict) -> dict:
+    """One algorithm, all seeds: its rows (global, per client), evaluation samples, result."""
+    clients, aux, timing = run_algorithm(config, problem, name)
+    per_client = {k: np.concatenate([np.repeat(round0[k], config.num_seeds, 1), clients[k]])
+                  for k in round0}   # (rounds + 1, seeds, K, ...)
+    per_round = (problem.iterations * config.batch * config.clients
+                 * (config.chunks if name == "centralized_full" else 1))
+    rows, client_rows, samples = [], [], []
+    for t in range(config.rounds + 1):
+        for s in range(config.num_seeds):
+            base = {"algorithm": name, "seed": s, "round": t, "samples": t * per_round}
+            row = {**base, **{m: float(problem.weights @ per_client[m][t, s]) for m in METRICS}}
+            row.update({a: (float(aux[a][t - 1, s]) if t > 0 else float("nan"))
+                        for a in TRAINING if a in aux})
+            rows.append(row)
+            for k in range(config.clients):
+                lam = float(problem.lams[k])
+                client_rows.append({**base, "client": k, "lam": lam,
+                                    **{m: float(per_client[m][t, s, k]) for m in METRICS}})
+                for i, prompt in enumerate(problem.eval_texts):
+                    samples.append({
+                        "algorithm": name, "seed": s, "round": t, "client": k, "lam": lam,
+                        "prompt": prompt,
+                        "response": problem.tokenizer.decode(per_client["responses"][t, s, k, i]),
+                        "reward": float(per_client["response_reward"][t, s, k, i]),
+                        "sentiment": float(per_client["response_sentiment"][t, s, k, i]),
+                        "fluency": float(per_client["response_fluency"][t, s, k, i])})
+    return {"algorithm": name, "rows": rows, "client_rows": client_rows, "samples": samples,
+            "result": _result(config, problem, per_client), "timing": timing}
+
+
+class _Cells:
+    """Finished algorithms under out/cells/, each stamped with the code that computed it;
+    one computed by other code is computed again."""
+
+    def __init__(self, out: Path | None):
+        self.dir = None if out is None else out / "cells"
+        self.code, self.computed = code_fingerprint(IMDB), 0
+        if self.dir is not None:
+            self.dir.mkdir(exist_ok=True)
+
+    def load(self, name: str) -> dict | None:
+        path = None if self.dir is None else self.dir / f"{name}.json"
+        if path is None or not path.exists():
+            return None
+        cell = read_json(path)
+        return cell if cell.get("code") == self.code else None
+
+    def save(self, cell: dict) -> None:
+        self.computed += 1
+        if self.dir is not None:
+            write_json(self.dir / f"{cell['algorithm']}.json", {**cell, "code": self.code})
 
 
 def _result(config, problem, per_client) -> dict:
@@ -333,8 +379,8 @@ METRICS_COLUMNS = ["algorithm", "seed", "round", "samples", *METRICS, *TRAINING]
 CLIENT_COLUMNS = ["algorithm", "seed", "round", "samples", "client", "lam", *METRICS]
 
 
-def _write(out: Path, rows, client_rows, samples) -> None:
-    write_csv(out / "metrics.csv", METRICS_COLUMNS, rows)
-    write_csv(out / "clients.csv", CLIENT_COLUMNS, client_rows)
-    atomic_write_bytes(out / "samples.jsonl",
-                       "".join(json.dumps(s) + "\n" for s in samples).encode())
+def _write(out: Path, cells: list[dict]) -> None:
+    write_csv(out / "metrics.csv", METRICS_COLUMNS, [r for c in cells for r in c["rows"]])
+    write_csv(out / "clients.csv", CLIENT_COLUMNS, [r for c in cells for r in c["client_rows"]])
+    atomic_write_bytes(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for c in cells
+                                                      for r in c["samples"]).encode())
