@@ -377,10 +377,14 @@ def _paired(results, client_rows, config) -> dict:
 
 METRICS_COLUMNS = ["algorithm", "seed", "round", "samples", *METRICS, *TRAINING]
 CLIENT_COLUMNS = ["algorithm", "seed", "round", "samples", "client", "lam", *METRICS]
+SAMPLE_FIELDS = ("algorithm", "seed", "round", "client", "lam", "prompt", "response", "reward",
+                 "sentiment", "fluency")
 
 
 def _write(out: Path, cells: list[dict]) -> None:
     write_csv(out / "metrics.csv", METRICS_COLUMNS, [r for c in cells for r in c["rows"]])
     write_csv(out / "clients.csv", CLIENT_COLUMNS, [r for c in cells for r in c["client_rows"]])
-    atomic_write_bytes(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for c in cells
-                                                      for r in c["samples"]).encode())
+    # in SAMPLE_FIELDS's order: cells read back from disk have their keys sorted
+    atomic_write_bytes(out / "samples.jsonl", "".join(
+        json.dumps({k: r[k] for k in SAMPLE_FIELDS}) + "\n"
+        for c in cells for r in c["samples"]).encode())
