@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -40,12 +39,12 @@ from fedsim.imdb.ppo import PPOSpec, Scoring
 from fedsim.imdb.task import ClientData, IMDbHParams, make_task
 from fedsim.interrupt import stop_if_requested
 from fedsim.provenance import IMDB, code_fingerprint
-from fedsim.results import atomic_write_bytes, read_json, write_csv, write_json
+from fedsim.movielens.metrics import spearman
+from fedsim.results import atomic_write_bytes, mean_ci, read_json, write_csv, write_json
 from fedsim.rundir import RunFolder
 
 CENTRALIZED_LAM = 0.5   # the authors' centralized baseline
 CLASSIFIER_TOKENS = 256
-T_975 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 # evaluation metrics per client (scalars); the response arrays go to samples.jsonl
 METRICS = ("reward", "sentiment", "fluency", "fluency_frozen", "fluency_self",
            "kl_to_pretrained", "perplexity", "distinct_2")
@@ -60,19 +59,6 @@ CENTRALIZED = ("centralized", "centralized_full")
 
 def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fedsim"
-
-
-def ci(values) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval over seeds (0 for one seed)."""
-    v = np.asarray(values, np.float64)
-    if len(v) < 2:
-        return float(v.mean()), 0.0
-    return float(v.mean()), float(T_975.get(len(v) - 1, 1.96) * v.std(ddof=1) / math.sqrt(len(v)))
-
-
-def spearman(x, y) -> float:
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1]) if np.std(rx) > 0 and np.std(ry) > 0 else float("nan")
 
 
 class Problem(NamedTuple):
@@ -342,14 +328,14 @@ def _result(config, problem, per_client) -> dict:
     """The last round, per client and global (weighted), with CIs over seeds."""
     last, first = per_client, {m: per_client[m][0] for m in METRICS}
     S_ = config.num_seeds
-    glob = {m: ci([problem.weights @ last[m][-1, s] for s in range(S_)]) for m in METRICS}
+    glob = {m: mean_ci([problem.weights @ last[m][-1, s] for s in range(S_)]) for m in METRICS}
     gains = last["sentiment"][-1] - first["sentiment"]   # (S, K)
     return {
         "global": glob,
         "clients": [{"client": k, "lam": float(problem.lams[k]),
-                     **{m: ci(last[m][-1, :, k]) for m in METRICS},
-                     "sentiment_gain": ci(gains[:, k])} for k in range(config.clients)],
-        "sentiment_gain_spearman_with_lam": ci([spearman(problem.lams, gains[s])
+                     **{m: mean_ci(last[m][-1, :, k]) for m in METRICS},
+                     "sentiment_gain": mean_ci(gains[:, k])} for k in range(config.clients)],
+        "sentiment_gain_spearman_with_lam": mean_ci([spearman(problem.lams, gains[s])
                                                 for s in range(S_)]),
         "pretrained": {m: float(problem.weights @ first[m][0]) for m in METRICS},
     }
@@ -369,7 +355,7 @@ def _paired(results, client_rows, config) -> dict:
             continue
         other = by(name)
         diffs = {m: [other[key][m] - iso[key][m] for key in iso] for m in METRICS}
-        table[name] = {m: ci(v) for m, v in diffs.items()}
+        table[name] = {m: mean_ci(v) for m, v in diffs.items()}
         table[name]["max_abs_client_difference"] = float(max(np.max(np.abs(v))
                                                             for v in diffs.values()))
     return table

@@ -37,7 +37,7 @@ from fedsim.movielens.config import MovieLensRunConfig
 from fedsim.movielens.metrics import evaluate_scores
 from fedsim.movielens.task import MovieLensHParams, init_params, make_task, num_params
 from fedsim.provenance import MOVIELENS, code_fingerprint
-from fedsim.results import read_json, write_csv, write_json
+from fedsim.results import mean_ci, read_json, write_csv, write_json
 from fedsim.rundir import RunFolder
 
 # Reported splits: (model scores, labels, mask). "taste": the test ratings labelled by the
@@ -50,7 +50,6 @@ SPLITS = {   # name: (model scores, the part of the ratings, its labels)
     "train": ("train_score", "train", "label"),
     "val": ("val_score", "val", "label"),
 }
-T_975 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def load_ratings(config: MovieLensRunConfig) -> D.Ratings:
@@ -59,15 +58,6 @@ def load_ratings(config: MovieLensRunConfig) -> D.Ratings:
     if config.hub is not None:
         return D.load_hub(config.hub)
     return D.load(D.locate(config.data, config.dataset), config.dataset)
-
-
-def _ci(values) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval over seeds (0 for one seed)."""
-    v = np.asarray(values, np.float64)
-    if len(v) < 2:
-        return float(v.mean()), 0.0
-    t = T_975.get(len(v) - 1, 1.96)
-    return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
 
 
 def user_majority_accuracy(clients: ClientData) -> float:
@@ -289,12 +279,12 @@ def _run_cell(config, task, algorithm, lam, compiled, E, params0, keys, data, we
                     final.setdefault(name, []).append(f)
         selected.append(best_val)
     result = cell | {
-        name: {"accuracy": _ci([f["accuracy"] for f in fs]), "auc": _ci([f["auc"] for f in fs]),
-               "median_client_spearman": _ci([np.nanmedian(f["client_spearman"]) for f in fs])}
+        name: {"accuracy": mean_ci([f["accuracy"] for f in fs]), "auc": mean_ci([f["auc"] for f in fs]),
+               "median_client_spearman": mean_ci([np.nanmedian(f["client_spearman"]) for f in fs])}
         for name, fs in final.items()} | {
         # Model selection on the validation split: the logged round with the best
         # validation accuracy, per seed, and the test accuracy there.
-        "val_selected": {"test_accuracy": _ci([t for _, t, _ in selected]),
+        "val_selected": {"test_accuracy": mean_ci([t for _, t, _ in selected]),
                          "rounds": [r for _, _, r in selected]},
         "compile_seconds": compile_s, "run_seconds": run_s}
     return {"rows": rows, "client_rows": client_rows, "result": result}
