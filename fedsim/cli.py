@@ -47,10 +47,11 @@ class HelpFormatter(argparse.HelpFormatter):
 def _add_tabular_options(p: argparse.ArgumentParser) -> None:
     """The flags of `fedsim run tabular`: generated from the config dataclasses, then the
     process-level ones."""
+    from fedsim.privacy.options import PrivacyOptions
     from fedsim.tabular.config import PEERS, InstanceSpec, LearnerSpec, TabularRunConfig
 
     groups = {}
-    for config in (InstanceSpec, LearnerSpec, TabularRunConfig):
+    for config in (InstanceSpec, LearnerSpec, TabularRunConfig, PrivacyOptions):
         add_options(p, config, groups)
     groups[PEERS].add_argument(
         "--communicate-every", type=count, default=None, metavar="H",
@@ -146,6 +147,7 @@ def reject_ignored(given: set[str], args: argparse.Namespace, rules) -> None:
 
 
 def tabular_config(args: argparse.Namespace):
+    from fedsim.privacy.options import PrivacyOptions
     from fedsim.tabular.config import InstanceSpec, LearnerSpec, TabularRunConfig
 
     if args.instance_seed is not None:
@@ -153,7 +155,8 @@ def tabular_config(args: argparse.Namespace):
     instance = from_args(InstanceSpec, args, seed=args.seed if args.instance_seed is None
                          else args.instance_seed)
     return from_args(TabularRunConfig, args, instance=instance,
-                     learner=from_args(LearnerSpec, args))
+                     learner=from_args(LearnerSpec, args),
+                     privacy=from_args(PrivacyOptions, args))
 
 
 def jax_process_index() -> int:
@@ -197,16 +200,18 @@ def _run_tabular(args: argparse.Namespace, config=None) -> int:
           + ", ".join(f"{g:.4g}" for g in gaps) + f" (seeds {config.seed}..{config.seed + len(gaps) - 1})")
     print(f"compile {s['compile_seconds']:.2f} s, run {s['run_seconds']:.2f} s "
           f"({s['client_steps_per_second']:.3g} client-steps/s); results in {args.out}/")
+    _print_privacy(s)
     return 0
 
 
 def movielens_config(args: argparse.Namespace):
     from fedsim.movielens.config import FeedbackSpec, ModelSpec, MovieLensRunConfig
     from fedsim.movielens.data import download
+    from fedsim.privacy.options import PrivacyOptions
 
     data = str(download(Path(args.download), args.dataset)) if args.download else args.data
     return from_args(MovieLensRunConfig, args, data=data, feedback=from_args(FeedbackSpec, args),
-                     model=from_args(ModelSpec, args))
+                     model=from_args(ModelSpec, args), privacy=from_args(PrivacyOptions, args))
 
 
 def _run_movielens(args: argparse.Namespace, config=None) -> int:
@@ -232,16 +237,33 @@ def _run_movielens(args: argparse.Namespace, config=None) -> int:
     reused = f", {s['cells_reused']} cell(s) read back from {args.out}" if s["cells_reused"] else ""
     print(f"(+- : 95% CI over {config.num_seeds} seeds); {s['wall_seconds']:.1f} s{reused}; "
           f"results in {args.out}/")
+    _print_privacy(s)
     return 0
+
+
+def _print_privacy(summary: dict) -> None:
+    """The accountant's epsilon (and the audit's lower bound) of a DP-FedAvg run."""
+    if "epsilon" not in summary:
+        return
+    p = summary["privacy"]
+    print(f"DP-FedAvg: epsilon = {summary['epsilon']:.4g} at delta = {p['delta']:g} after "
+          f"{p['rounds']} rounds ({p['accountant']} accountant, z = {p['noise_multiplier']:.4g}, "
+          f"C = {p['clip']:g}{' adaptive' if p['adaptive_clip'] else ''}, {p['sampling']} "
+          f"sampling at q = {p['rate']:.4g} of {p['client_rows']} clients)")
+    if "audit" in summary:
+        a = summary["audit"]
+        print(f"one-run audit with {a['canaries']} canaries: epsilon >= "
+              f"{a['epsilon_lower']:.3g} (the largest over seeds, 95% confidence each)")
 
 
 def _run_imdb(args: argparse.Namespace, config=None) -> int:
     from fedsim.imdb.config import IMDbRunConfig
     from fedsim.imdb.experiment import run_imdb
+    from fedsim.privacy.options import PrivacyOptions
 
     if config is None:
         reject_ignored(args.given, args, IMDB_ONLY_WITH)
-        config = from_args(IMDbRunConfig, args)
+        config = from_args(IMDbRunConfig, args, privacy=from_args(PrivacyOptions, args))
         if args.quick:   # what the user typed stays as typed
             fields = {f.name: flag_of(f) for f in dataclasses.fields(IMDbRunConfig)
                       if "cli" in f.metadata}
@@ -267,6 +289,7 @@ def _run_imdb(args: argparse.Namespace, config=None) -> int:
     print(f"(+- : 95% CI over {config.num_seeds} seed(s), last round; pre-trained: P(positive) "
           f"{next(iter(s['results'].values()))['pretrained']['sentiment']:.3f}); "
           f"{s['wall_seconds']:.1f} s; results in {args.out}/")
+    _print_privacy(s)
     return 0
 
 
@@ -427,9 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "20% test ratings. Writes config.json, provenance.json, metrics.csv, "
                     "clients.csv, cells/ (finished cells, to resume from) and summary.json.")
     from fedsim.movielens.config import FeedbackSpec, ModelSpec, MovieLensRunConfig
+    from fedsim.privacy.options import PrivacyOptions
 
     groups = {}
-    for config in (MovieLensRunConfig, FeedbackSpec, ModelSpec):
+    for config in (MovieLensRunConfig, FeedbackSpec, ModelSpec, PrivacyOptions):
         add_options(movielens, config, groups)
     groups["data"].add_argument(
         "--download", default=None, metavar="DIR",
@@ -448,8 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "and seeds. Writes config.json, provenance.json, tokenizer.json, "
                     "metrics.csv, clients.csv, samples.jsonl and summary.json.")
     from fedsim.imdb.config import IMDbRunConfig
+    from fedsim.privacy.options import PrivacyOptions
 
     groups = add_options(imdb, IMDbRunConfig)
+    add_options(imdb, PrivacyOptions, groups)
     g = groups["run"]
     g.add_argument("--quick", action="store_true",
                    help="a smoke run of the whole pipeline (about a minute on two cores): a "
@@ -464,10 +490,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a sweep that checks a theoretical claim: rate (R1: O(1/T) and its "
                     "negative controls), clients (R2: speedup in K), tradeoff (R3: lambda), fedkl "
                     "(R4: the KL-to-peers fixed point; learning curves of fedkl, isolated, "
-                    "FedAvg and centralized training), or all four. Killed and re-run with the "
+                    "FedAvg and centralized training), all four, or privacy (DP-FedAvg's "
+                    "accountant against a one-run audit, and the gap against epsilon). Killed "
+                    "and re-run with the "
                     "same options, a sweep resumes where it stopped; cells computed by other code are computed again. Writes "
                     "metrics.csv, config.json, provenance.json and summary.json.")
-    sweep.add_argument("name", choices=("rate", "clients", "tradeoff", "fedkl", "all"), help="which sweep")
+    sweep.add_argument("name", choices=("rate", "clients", "tradeoff", "fedkl", "all", "privacy"),
+                       help="which sweep (all: the four theory sweeps; privacy: DP-FedAvg's "
+                            "accountant against a one-run canary audit, and the gap against "
+                            "epsilon; needs the privacy extra)")
     sweep.add_argument("--quick", action="store_true",
                        help="small version (all four together, as `fedsim validate` runs them: "
                             "4 min 24 s measured on a 2-core CPU)")

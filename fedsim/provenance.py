@@ -20,11 +20,11 @@ from importlib import metadata
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("fedsim", "jax", "jaxlib", "flax", "optax", "numpy")
+PACKAGES = ("fedsim", "jax", "jaxlib", "flax", "optax", "numpy", "dp-accounting")
 
 # What each kind of result depends on (paths relative to the project root).
-ENGINE = ("fedsim/engine", "fedsim/algorithms", "fedsim/choices.py", "fedsim/errors.py",
-          "fedsim/options.py")
+ENGINE = ("fedsim/engine", "fedsim/algorithms", "fedsim/privacy", "fedsim/choices.py",
+          "fedsim/errors.py", "fedsim/options.py")
 SIMULATOR = ENGINE + ("fedsim/tabular", "fedsim/rl.py")
 SWEEPS = SIMULATOR + ("theory", "sweeps")
 MOVIELENS = ENGINE + ("fedsim/movielens", "fedsim/hub.py")

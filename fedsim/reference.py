@@ -18,7 +18,7 @@ import jax
 from fedsim.engine.aggregation import sample_participants
 from fedsim.engine.faults import dropout_mask, straggler_steps
 from fedsim.engine.keys import (client_round_key, client_step_key, dropout_key, fault_key,
-                                participation_key, straggler_key)
+                                participation_key, server_key, straggler_key)
 from fedsim.tabular.sampling import trajectory_uniforms
 
 
@@ -140,6 +140,30 @@ def aggregate(deltas, weights, arrived, aggregator="mean", trim=0.0):
     return ordered[cut:len(kept) - cut].mean(axis=0)
 
 
+def dp_aggregate(deltas, weights, arrived, clip, z, expected, key, adaptive=None):
+    """DP-FedAvg's release, written out plainly (fedsim.privacy.dp_fedavg): (the noisy sum
+    of clipped deltas with weights capped at 1/E, the next clipping norm). adaptive:
+    (target quantile, step size, count std); the noise is the engine's draws from `key`."""
+    cap = 1.0 / expected
+    noise_key, count_key = jax.random.split(key)
+    z_delta = z if adaptive is None or z == 0 else (z ** -2 - (2 * adaptive[2]) ** -2) ** -0.5
+    total = np.zeros_like(deltas[0])
+    unclipped = 0
+    for d, w, a in zip(deltas, weights, arrived):
+        norm = float(np.sqrt(np.sum(d ** 2)))
+        if a:
+            total = total + min(w, cap) * min(1.0, clip / max(norm, 1e-30)) * d
+            unclipped += norm <= clip
+    noise = np.asarray(jax.random.normal(jax.random.split(noise_key, 1)[0], total.shape),
+                       np.float64)
+    total = total + z_delta * clip * cap * noise
+    if adaptive is None:
+        return total, clip
+    gamma, eta, count_std = adaptive
+    fraction = (unclipped + count_std * float(jax.random.normal(count_key))) * cap
+    return total, clip * float(np.exp(-eta * (fraction - gamma)))
+
+
 def attacked(delta, attack, scale, key):
     """What a Byzantine client sends instead of its honest delta."""
     if attack == "sign_flip":
@@ -155,7 +179,8 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
                   log_ref=0.0, server_lr=None, aggregator="mean", trim=0.0, dropout=0.0,
                   byzantine=(), attack="sign_flip", attack_scale=2.5, arrived=None,
                   stragglers=0.0, steps_done=None, mu=0.0, kl_coef=0.0, peer_weights=None,
-                  mixing="geometric", peer_weighting="fixed", temperature=1.0) -> dict:
+                  mixing="geometric", peer_weighting="fixed", temperature=1.0,
+                  sampling="fixed", rate=None, dp=None) -> dict:
     """Replay a tabular run; returns per-round J, J0 and the final parameters.
 
     arrays: P, R0, H, lam, p, rho, gamma, theta0, step_sizes (T, E), reward_form, as in
@@ -171,6 +196,8 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
     from its own logits, with the reward r_k - kl_coef (log pi - log pi_ref,k), pi_ref,k
     mixed by `peer_reference` from the logits every client held at the round's start;
     peer_weighting "returns": W's peer part re-weighted each round by `returns_tilted`).
+    sampling "poisson" with rate q: each client takes part with probability q (the engine's
+    draw), weight p_k / q. dp: (clip, z, adaptive or None) for DP-FedAvg (`dp_aggregate`).
     """
     P, R0, H = (np.asarray(arrays[n], np.float64) for n in ("P", "R0", "H"))
     lam, p, rho = (np.asarray(arrays[n], np.float64) for n in ("lam", "p", "rho"))
@@ -179,6 +206,10 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
     T, E = lrs.shape
     K = P.shape[0]
     m = K if participants is None else participants
+    if sampling == "fixed" and rate is not None:
+        m = max(1, round(rate * K))
+    expected = rate * K if sampling == "poisson" else m
+    clip = None if dp is None else dp[0]
     r = [shaped(R0[k], H[k], lam[k], form) for k in range(K)]
     theta = np.asarray(arrays["theta0"], np.float64).copy()
     held = [theta.copy() for _ in range(K)]
@@ -194,8 +225,13 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
 
     history = {"J": [], "J0": []}
     for t in range(T):
-        idx = [int(i) for i in np.asarray(sample_participants(participation_key(run_key, t), K, m))]
-        w = {k: p[k] * (K / m if m < K else 1.0) for k in idx}
+        if sampling == "poisson":
+            drawn = np.asarray(jax.random.bernoulli(participation_key(run_key, t), rate, (K,)))
+            idx = [int(i) for i in np.flatnonzero(drawn)]
+            w = {k: p[k] / rate for k in idx}
+        else:
+            idx = [int(i) for i in np.asarray(sample_participants(participation_key(run_key, t), K, m))]
+            w = {k: p[k] * (K / m if m < K else 1.0) for k in idx}
         keys = {k: client_round_key(run_key, t, k) for k in idx}
         if algorithm == "centralized":
             th = theta.copy()
@@ -235,11 +271,18 @@ def reference_run(arrays: Mapping, run_key, *, algorithm="fedavg", participants=
             if arrived is not None:
                 came = np.asarray(arrived[t], bool)[idx]
             elif dropout > 0:
-                came = np.asarray(dropout_mask(dropout_key(run_key, t), m, dropout)) > 0
+                rows = K if sampling == "poisson" else m
+                came = np.asarray(dropout_mask(dropout_key(run_key, t), rows, dropout)) > 0
+                came = came[idx] if sampling == "poisson" else came
             else:
-                came = np.ones(m, bool)
+                came = np.ones(len(idx), bool)
             came = came & (np.array([w[k] for k in idx]) > 0)
-            target = theta + aggregate(sent, [w[k] for k in idx], came, aggregator, trim)
+            if dp is None:
+                target = theta + aggregate(sent, [w[k] for k in idx], came, aggregator, trim)
+            else:
+                released, clip = dp_aggregate(sent, [w[k] for k in idx], came, clip, dp[1],
+                                              expected, server_key(run_key, t), dp[2])
+                target = theta + released
         if algorithm in ("local", "fedkl"):
             theta = sum(p[k] * held[k] for k in range(K))
         elif server_lr is not None:

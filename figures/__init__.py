@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fedsim.errors import ConfigError
+from fedsim.results import mean_ci
 
 
 def _theme():
@@ -507,13 +508,91 @@ def imdb_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def privacy_figures(folder: Path, out: Path) -> list[Path]:
+    """The privacy sweep: the one-run audit's lower bound under the accountant's epsilon
+    against z, and the final gap against epsilon in each participation regime."""
+    import matplotlib.pyplot as plt
+
+    colors = _theme()
+    rows, summary = _read(folder)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    ax = axes[0]
+    audit = [r for r in rows if r["kind"] == "audit"]
+    zs = sorted({float(r["noise_multiplier"]) for r in audit})
+    lower = _curves(audit, ("kind",), x="noise_multiplier", y="audit_epsilon_lower")[("audit",)]
+    finite = [z for z in zs if z > 0]
+    upper = [float(next(r["epsilon"] for r in audit if float(r["noise_multiplier"]) == z))
+             for z in finite]
+    ax.plot(finite, upper, "o-", color=colors[3], label="accountant (RDP): upper bound")
+    _band(ax, *lower, colors[0], "one-run audit: lower bound (mean, 95% CI over seeds)")
+    ax.plot(lower[0], lower[1], "s", color=colors[0], ms=4)
+    delta = _config(folder).get("delta", 1e-5)
+    ax.set(yscale="log", xlabel="noise multiplier z",
+           ylabel=rf"$\varepsilon$ at $\delta$ = {delta:g}",
+           title="the one-run audit under the accountant")
+    _legend(ax)
+    ax = axes[1]
+    utility = [r for r in rows if r["kind"] == "utility"]
+    for i, regime in enumerate(sorted({r["regime"] for r in utility})):
+        sel = [r for r in utility if r["regime"] == regime and r["epsilon"] != ""]
+        base = [float(r["gap"]) for r in utility if r["regime"] == regime and r["epsilon"] == ""]
+        curve = _curves(sel, ("regime",), x="epsilon", y="gap")[(regime,)]
+        first = sel[0]
+        label = (f"{regime}: K = {first['clients']}, q = {float(first['rate']):g}, "
+                 f"T = {first['rounds']}")
+        _band(ax, *curve, colors[i], label)
+        ax.plot(curve[0], curve[1], "o", color=colors[i], ms=3)
+        if base:
+            ax.axhline(np.mean(base), color=colors[i], ls=":", lw=1,
+                       label=f"{regime} without DP")
+    ax.set(xscale="log", xlabel=r"$\varepsilon$ (RDP, after the last round)",
+           ylabel=r"final gap $J^* - J$", title="what privacy costs (DP-FedAvg, C fixed)")
+    _legend(ax)
+    fig.subplots_adjust(wspace=0.3)
+    table = out / "privacy_table.md"
+    table.write_text(privacy_table(rows))
+    return _save(fig, out, "privacy") + [table]
+
+
+def privacy_table(rows: list[dict]) -> str:
+    """The privacy sweep's two tables (Markdown) from its metrics.csv rows: the audit's lower
+    bound beside the accountant's epsilon, and the final gap at each epsilon."""
+    def ci(values):
+        mean, half = mean_ci([float(v) for v in values])
+        return f"{mean:.3g} ± {half:.2g}"
+
+    out = ["| z | accountant ε (RDP) | one-run audit: ε ≥ (mean ± 95% CI) | largest over seeds |",
+           "|---|---|---|---|"]
+    audit = [r for r in rows if r["kind"] == "audit"]
+    for z in sorted({float(r["noise_multiplier"]) for r in audit}):
+        sel = [r for r in audit if float(r["noise_multiplier"]) == z]
+        out.append(f"| {z:g} | {float(sel[0]['epsilon']):.3g} | "
+                   f"{ci(r['audit_epsilon_lower'] for r in sel)} | "
+                   f"{max(float(r['audit_epsilon_lower']) for r in sel):.3g} |")
+    out += ["", "| regime | K | q | T | z | ε (RDP) | final gap J* − J (mean ± 95% CI) |",
+            "|---|---|---|---|---|---|---|"]
+    utility = [r for r in rows if r["kind"] == "utility"]
+    for regime in sorted({r["regime"] for r in utility}):
+        sel = [r for r in utility if r["regime"] == regime]
+        for z in sorted({r["noise_multiplier"] for r in sel}, key=lambda z: -1 if z == ""
+                        else float(z)):
+            cell = [r for r in sel if r["noise_multiplier"] == z]
+            first = cell[0]
+            eps = "∞ (no DP)" if z == "" else f"{float(first['epsilon']):.3g}"
+            out.append(f"| {regime} | {first['clients']} | {float(first['rate']):g} | "
+                       f"{first['rounds']} | {'none' if z == '' else z} | {eps} | "
+                       f"{ci(r['gap'] for r in cell)} |")
+    return "\n".join(out) + "\n"
+
+
 def _round0_clients(result: dict) -> list[float]:
     """Each client's P(positive) before RLHF: the last round's minus its gain."""
     return [c["sentiment"][0] - c["sentiment_gain"][0] for c in result["clients"]]
 
 
 DRAWERS = {"rate": rate_figures, "clients": clients_figures, "tradeoff": tradeoff_figures,
-           "fedkl": fedkl_figures, "movielens": movielens_figures, "imdb": imdb_figures}
+           "fedkl": fedkl_figures, "movielens": movielens_figures, "imdb": imdb_figures,
+           "privacy": privacy_figures}
 
 
 class ResultsError(FileNotFoundError):

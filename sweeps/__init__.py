@@ -1,4 +1,5 @@
-"""Sweep drivers: `fedsim sweep rate|clients|tradeoff|fedkl|all [--quick] [--out DIR]`."""
+"""Sweep drivers: `fedsim sweep rate|clients|tradeoff|fedkl|all|privacy [--quick] [--out DIR]`
+("all" is the four theory sweeps; privacy needs the `privacy` extra, dp-accounting)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def make_sweep(name: str, quick: bool):
         from sweeps.tradeoff import make_sweep as make
     elif name == "fedkl":
         from sweeps.fedkl import make_sweep as make
+    elif name == "privacy":
+        from sweeps.privacy import make_sweep as make
     else:
         raise ValueError(f"unknown sweep {name!r}")
     return make(quick)

@@ -22,8 +22,9 @@ def small_instance(**overrides):
 
 
 def flat(metrics) -> dict:
-    """An engine Metrics as one dict of numpy arrays (round, per-client and aux metrics)."""
-    return {k: np.asarray(v) for part in metrics for k, v in part.items()}
+    """An engine Metrics as one dict of numpy arrays (round, per-client and aux metrics; the
+    per-client aux, whose names are the aux's, stay in metrics.client_aux)."""
+    return {k: np.asarray(v) for part in metrics[:3] for k, v in part.items()}
 
 
 def tabular_problem(instance, fed: Federation):
@@ -37,7 +38,8 @@ def engine_run(instance, learner: LearnerSpec, fed: Federation, lrs, seed=0, jit
     """Initialise and run the engine, evaluating every round; returns (final state, metrics
     as one dict of numpy arrays)."""
     task = make_task(instance, learner)
-    trainer = make_trainer(task, algorithm or fed.algorithm_parts(task), fed, mesh)
+    trainer = make_trainer(task, algorithm or fed.algorithm_parts(task, instance.num_clients),
+                           fed, mesh)
     data, weights, hparams = tabular_problem(instance, fed)
     key = jax.random.key(seed)
     init, run = (jax.jit(trainer.init), jax.jit(trainer.run)) if jit else trainer

@@ -14,7 +14,7 @@ import pytest
 import fedsim.reference as R
 from conftest import engine_run, reference_arrays, small_instance
 from fedsim.engine import Federation, step_sizes
-from fedsim.engine.aggregators import coordinate_median, dp_mean, trimmed_mean, weighted_mean
+from fedsim.engine.aggregators import coordinate_median, trimmed_mean, weighted_mean
 from fedsim.errors import ConfigError
 from fedsim.tabular.config import LearnerSpec
 
@@ -152,19 +152,6 @@ def test_aggregators_on_known_values():
     assert value(trimmed_mean(0.45), jnp.asarray([0.0, 0, 1, 0, 0])) == pytest.approx(3.0)
     assert value(trimmed_mean(0.45), jnp.asarray([1.0, 0, 0, 1, 0])) == pytest.approx(50.5)
     assert value(trimmed_mean(0.45), jnp.asarray([1.0, 1, 1, 0, 0])) == pytest.approx(2.0)
-
-
-def test_dp_hook_clips_each_delta_and_adds_seeded_server_noise():
-    deltas = {"a": jnp.asarray([[3.0, 4.0], [0.3, 0.4]]), "b": jnp.zeros((2, 1))}
-    w, mask = jnp.asarray([0.5, 0.5]), jnp.ones(2)
-    quiet = dp_mean(1.0, 0.0).apply(deltas, w, mask, jax.random.key(0), ())[0]
-    np.testing.assert_allclose(quiet["a"], [0.5 * 0.6 + 0.5 * 0.3, 0.5 * 0.8 + 0.5 * 0.4], rtol=1e-6)
-    draws = jax.vmap(lambda k: dp_mean(1.0, 2.0).apply(deltas, w, mask, k, ())[0]["a"][0])(
-        jax.random.split(jax.random.key(1), 4000))
-    assert abs(np.std(draws) - 2.0 * 1.0 * 0.5) < 0.05   # z C max w~
-    again = dp_mean(1.0, 2.0).apply(deltas, w, mask, jax.random.key(7), ())[0]
-    np.testing.assert_array_equal(again["a"], dp_mean(1.0, 2.0).apply(
-        deltas, w, mask, jax.random.key(7), ())[0]["a"])
 
 
 def test_a_round_where_every_client_drops_leaves_the_parameters_and_is_counted():

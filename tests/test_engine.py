@@ -191,6 +191,11 @@ def test_flax_policy_with_private_client_state():
     # Aux metrics come out stacked per logged round: the participants' weighted mean.
     assert metrics.aux["objective"].shape == (3,)
     assert np.all(np.isfinite(metrics.aux["objective"]))
+    # ... and per client, whose weighted mean it is
+    per_client = np.asarray(metrics.client_aux["objective"])
+    assert per_client.shape == (3, K)
+    np.testing.assert_allclose(per_client @ np.asarray(weights), metrics.aux["objective"],
+                               rtol=1e-6)
     # Global parameters are the weighted average of what the clients held after the last round.
     expected = weighted_sum(new.clients.params, weights)
     chex.assert_trees_all_close(new.params, expected, rtol=1e-6)

@@ -5,6 +5,7 @@ settings are refused before compilation, and `fedsim run imdb --quick` runs end 
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -229,6 +230,12 @@ def test_quick_run_end_to_end_on_the_shared_sample(tmp_path, monkeypatch):
     assert sample["round"] == 0 and sample["response"]
     for name in ("config.json", "metrics.csv", "clients.csv", "tokenizer.json"):
         assert (out / name).exists()
+    # every client's own PPO statistics, from round 1 (round 0 is the pre-trained model)
+    with open(out / "clients.csv") as f:
+        client_rows = list(csv.DictReader(f))
+    trained = [r for r in client_rows if r["round"] == "1" and r["algorithm"] == "isolated"]
+    assert len(trained) == 5 and len({r["value_loss"] for r in trained}) == 5
+    assert all(r["value_loss"] == "" for r in client_rows if r["round"] == "0")
     assert TK.load(out / "tokenizer.json").size == summary["vocabulary"]
     # the saved configuration reads back, and the same command on the folder reuses every
     # finished algorithm
@@ -246,3 +253,30 @@ def test_quick_run_end_to_end_on_the_shared_sample(tmp_path, monkeypatch):
     assert drawn.returncode == 0, drawn.stderr[-3000:]
     assert {p.name for p in (tmp_path / "figures").iterdir()} >= {"imdb_rewards.png",
                                                                  "imdb_tradeoff.png"}
+
+
+def test_dp_fedavg_on_the_language_model_without_noise_is_fedavg_exactly():
+    """Clipping over the flax pytree, the capped weights and the noise's tree map run on the
+    language model's parameters (the noise itself is measured in tests/test_privacy.py)."""
+    from fedsim.privacy.options import PrivacyOptions
+    from fedsim.privacy.settings import DPSettings
+
+    frozen, scoring, data, hp = _setup()
+    task = make_task(scoring, SPEC, "global")
+
+    def run(fed):
+        train = make_train(task, fed.algorithm_parts(task, K), fed)
+        return jax.jit(lambda key: train(frozen, data, jnp.full(K, 1 / K), HParams(hp), key,
+                                         jnp.ones((2, 1)), jnp.arange(1, 3)))(jax.random.key(7))
+
+    plain, _ = run(Federation("fedavg", 1))
+    quiet, _ = run(Federation("fedavg", 1, dp=DPSettings(clip=1e9, noise_multiplier=0.0)))
+    for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(quiet.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the command line's settings reach fedrlhf's FedAvg only
+    config = IMDbRunConfig(privacy=PrivacyOptions(dp_clip=0.5, dp_noise=1.0))
+    assert config.validate().federation("fedavg", 5).dp.noise_multiplier == 1.0
+    assert config.federation("local", 5).dp is None
+    with pytest.raises(ConfigError, match="fedrlhf"):
+        IMDbRunConfig(algorithms=("isolated",),
+                      privacy=PrivacyOptions(dp_clip=0.5, dp_noise=1.0)).validate()

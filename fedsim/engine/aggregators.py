@@ -15,11 +15,9 @@ dropped out). A round where no delta arrived aggregates to zero: the global para
   trimmed_mean(beta)  per coordinate, the mean after dropping the floor(beta n) largest and
                       floor(beta n) smallest of the n arrived values, unweighted (Yin,
                       Chen, Ramchandran, Bartlett, ICML 2018).
-  dp_mean(clip, z)    DP-FedAvg's server side (McMahan et al., ICLR 2018): each delta clipped
-                      to L2 norm `clip` (over the whole pytree), the weighted mean, plus
-                      Gaussian noise N(0, (z clip max_k w~_k)^2) per coordinate, w~ the
-                      renormalised weights (the sum's sensitivity to one client), drawn
-                      from the server's key stream (fedsim.engine.keys.server_key).
+
+DP-FedAvg (clipping, a fixed denominator and Gaussian noise from the server's key stream) is
+an aggregator too: fedsim.privacy.dp_fedavg.
 """
 
 from __future__ import annotations
@@ -93,31 +91,6 @@ def trimmed_mean(beta: float) -> Aggregator:
             return jnp.where(n > 0, total / jnp.maximum(n - 2 * cut, 1), 0.0).astype(leaf.dtype)
 
         return jax.tree.map(trimmed, deltas), state
-
-    return Aggregator(_no_state, apply)
-
-
-def clip_by_global_norm(deltas, clip: float):
-    """Each client's delta (a pytree slice along axis 0) scaled to L2 norm at most `clip`."""
-    squares = sum(jnp.sum(d.reshape(d.shape[0], -1) ** 2, axis=1) for d in jax.tree.leaves(deltas))
-    scale = jnp.minimum(1.0, clip / jnp.maximum(jnp.sqrt(squares), 1e-30))
-    return jax.tree.map(lambda d: d * scale.reshape((-1,) + (1,) * (d.ndim - 1)).astype(d.dtype),
-                        deltas)
-
-
-def dp_mean(clip: float, noise_multiplier: float) -> Aggregator:
-    check_real("clip", clip, 0.0, lo_open=True)
-    check_real("noise_multiplier", noise_multiplier, 0.0)
-    mean = weighted_mean()
-
-    def apply(deltas, weights, mask, key, state):
-        total, state = mean.apply(clip_by_global_norm(deltas, clip), weights, mask, key, state)
-        std = noise_multiplier * clip * jnp.max(_renormalised(weights, mask))
-        leaves, treedef = jax.tree.flatten(total)
-        keys = jax.random.split(key, len(leaves))
-        noisy = [x + (std * jax.random.normal(k, x.shape)).astype(x.dtype)
-                 for x, k in zip(leaves, keys)]
-        return jax.tree.unflatten(treedef, noisy), state
 
     return Aggregator(_no_state, apply)
 

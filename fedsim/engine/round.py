@@ -21,6 +21,7 @@ from fedsim.engine.algorithm import map_clients, participant_rows
 from fedsim.engine.faults import attack, dropout_mask, straggler_steps
 from fedsim.engine.state import FedState
 from fedsim.errors import require
+from fedsim.privacy.canaries import insert_canaries
 
 
 class HParams(NamedTuple):
@@ -47,22 +48,35 @@ class Draws(NamedTuple):
     participants: jax.Array   # (m,) client indices, sorted
     steps: Any                # (m,) local steps each completes (stragglers), or None: all E
     arrived: jax.Array        # (m,) 1 where the client's delta reaches the server
+    selected: Any             # (m,) 1 where Poisson sampling took the row; None: every row
 
 
 def round_draws(fed, run_key, t, num_clients: int) -> Draws:
-    """Who takes part in round t, how many local steps each manages, whose delta arrives."""
+    """Who takes part in round t, how many local steps each manages, whose delta arrives.
+    With Poisson sampling all K rows are computed and `selected` says which took part."""
     m = fed.num_participants(num_clients)
     steps = (straggler_steps(K_.straggler_key(run_key, t), m, fed.local_steps, fed.stragglers)
              if fed.stragglers > 0 else None)
     arrived = (dropout_mask(K_.dropout_key(run_key, t), m, fed.dropout) if fed.dropout > 0
                else jnp.ones(m, jnp.float32))
+    selected = None
+    if fed.sampling == "poisson":
+        selected = jax.random.bernoulli(K_.participation_key(run_key, t),
+                                        fed.participation_rate, (m,)).astype(jnp.float32)
+        arrived = arrived * selected
     return Draws(sample_participants(K_.participation_key(run_key, t), num_clients, m), steps,
-                 arrived)
+                 arrived, selected)
+
+
+class RoundAux(NamedTuple):
+    """A round's aux metrics, averaged over the local steps each client completed."""
+
+    mean: Any      # then over the participants with their aggregation weights: scalars
+    clients: Any   # per client (K, ...), NaN for a client that did not train this round
 
 
 def make_train_round(task, algorithm, fed):
-    """One training round (no evaluation); aux: the task's aux metrics, averaged over local
-    steps and then over the participants with their aggregation weights."""
+    """One training round (no evaluation): (state, RoundAux)."""
     E = fed.local_steps
     client_update = algorithm.client_update(task, algorithm.local_objective, E, fed.client_block)
     require(not algorithm.reads_reports or task.report is not None, "algorithm", algorithm.name,
@@ -78,7 +92,10 @@ def make_train_round(task, algorithm, fed):
         put = (lambda tree, new: new) if m == K else (
             lambda tree, new: jax.tree.map(lambda x, y: x.at[idx].set(y), tree, new))
         keys = jax.vmap(K_.client_round_key, (None, None, 0))(run_key, t, idx)
-        w = participant_weights(weights, idx, m)
+        # unbiased weights: p_k K/m for m of K; p_k / q for the clients Poisson sampling
+        # took, 0 for the others
+        w = (weights * draws.selected / fed.participation_rate if draws.selected is not None
+             else participant_weights(weights, idx, m))
 
         mine = take(state.clients)
         # what every client tells the server with its parameters (the algorithm reads it)
@@ -86,14 +103,23 @@ def make_train_round(task, algorithm, fed):
             state.clients.params, state.clients.private, data, hparams.task)}
         start, message = algorithm.client_start(state.params, state.clients.params, idx,
                                                 hparams.algorithm, **given)
-        mine, aux = client_update(start, mine, take(data), take(hparams.task), keys, lrs,
-                                  draws.steps, message, w, hparams.algorithm)
+        trained, aux = client_update(start, mine, take(data), take(hparams.task), keys, lrs,
+                                     draws.steps, message, w, hparams.algorithm)
+        if draws.selected is not None:   # the clients Poisson sampling left out did nothing
+            trained = jax.tree.map(lambda new, old: jnp.where(
+                draws.selected.reshape((-1,) + (1,) * (new.ndim - 1)) > 0, new, old),
+                trained, mine)
+        mine = trained
 
-        delta = jax.tree.map(lambda h, p: h - p, mine.params, state.params)   # what they send
+        # What they send: the shared parameters' deltas only (never personal or private
+        # state); tests/test_privacy.py checks that nothing else reaches the aggregator.
+        delta = jax.tree.map(lambda h, p: h - p, mine.params, state.params)
         if fed.byzantine:
             byzantine = jnp.asarray(np.isin(np.arange(K), fed.byzantine))[idx]
             delta = attack(delta, byzantine, fed.attack, fed.attack_scale, run_key, t, idx)
         arrived = draws.arrived * (w > 0)   # zero-weight (padding) clients never count
+        if fed.canaries:
+            delta, arrived = insert_canaries(delta, arrived, run_key, fed.canaries, fed.dp.clip)
         aggregate, aggregator_state = algorithm.aggregator.apply(
             delta, w, arrived, K_.server_key(run_key, t), state.aggregator_state)
 
@@ -104,8 +130,11 @@ def make_train_round(task, algorithm, fed):
         new = FedState(params, server_state, aggregator_state, clients, state.nonfinite_round,
                        empty)
         share = w / jnp.maximum(w.sum(), 1e-30)
-        aux = jax.tree.map(lambda x: share.astype(x.dtype) @ x, aux)
-        return flag_nonfinite(new, (params, clients.params, aux), t), aux
+        mean = jax.tree.map(lambda x: share.astype(x.dtype) @ x, aux)
+        took = w > 0   # a client that trained this round (NaN elsewhere in the per-client aux)
+        per_client = jax.tree.map(lambda x: jnp.full((K,) + x.shape[1:], jnp.nan, x.dtype).at[
+            idx].set(jnp.where(took.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)), aux)
+        return flag_nonfinite(new, (params, clients.params, mean), t), RoundAux(mean, per_client)
 
     return train_round
 

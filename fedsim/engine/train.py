@@ -42,6 +42,7 @@ class Metrics(NamedTuple):
     round: dict     # the task's metrics of the federation: (n, ...)
     clients: dict   # the task's per-client metrics: (n, K, ...)
     aux: dict       # the task's aux metrics in the round just before each logged one: (n,)
+    client_aux: dict = {}   # the same per client: (n, K, ...), NaN where it did not train
 
 
 class Trainer(NamedTuple):
@@ -77,7 +78,8 @@ def check(algorithm, fed, num_clients: int) -> None:
     so before anything is compiled."""
     fed.validate(num_clients)
     require(algorithm.sends_deltas or not fed.acts_on_deltas, "algorithm", algorithm.name,
-            "must send deltas to an aggregator with --aggregator, --dropout or --byzantine")
+            "must send deltas to an aggregator with --aggregator, --dropout, --byzantine or "
+            "DP-FedAvg")
     require(algorithm.client_update is not pooled_training or fed.stragglers == 0,
             "algorithm", algorithm.name, "must train clients locally with --stragglers")
 
@@ -110,7 +112,10 @@ def make_trainer(task, algorithm, fed, mesh: Mesh | None = None) -> Trainer:
                                                       hparams, stop - 1)
             if mesh is not None:   # the padded clients' rows (a task may report other rows)
                 client_metrics = jax.tree.map(lambda x: x[:num_clients], client_metrics)
-            return (state, aux, stop), Metrics(metrics, client_metrics, aux)
+            client_aux = aux.clients
+            if mesh is not None:
+                client_aux = jax.tree.map(lambda x: x[:num_clients], client_aux)
+            return (state, aux, stop), Metrics(metrics, client_metrics, aux.mean, client_aux)
 
         (state, _, _), metrics = jax.lax.scan(
             segment, (state, aux0, jnp.asarray(first_round, jnp.int32)),

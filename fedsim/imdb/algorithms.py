@@ -12,8 +12,6 @@ path; its clients' trajectories are those of isolated PPO ("local"), which a tes
 
 from __future__ import annotations
 
-import jax
-
 from fedsim.engine.aggregation import weighted_sum
 from fedsim.engine.algorithm import Algorithm, ServerUpdate, from_own
 from fedsim.imdb.model import VALUE_HEAD
@@ -24,7 +22,7 @@ def _value_head_average(params, aggregate, client_params, weights, state):
     only tensors uploaded)."""
     average = weighted_sum(client_params, weights)
     merged = {**params["params"], VALUE_HEAD: average["params"][VALUE_HEAD]}
-    return jax.tree.map(lambda x: x, {**params, "params": merged}), state
+    return {**params, "params": merged}, state
 
 
 def as_released() -> Algorithm:

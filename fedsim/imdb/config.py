@@ -9,12 +9,13 @@ GPT-2's 124M parameters; see --lr).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fedsim.choices import (FLUENCY_SCORERS, IMDB_ALGORITHMS, IMDB_DATASETS, IMDB_SHARDINGS,
                             MIXINGS, REWARD_FORMS)
 from fedsim.errors import check_choice, check_int, check_real, require
 from fedsim.options import FLAG, count, numbers, option
+from fedsim.privacy.options import PrivacyOptions
 
 DATA = "data and clients"
 MODEL = "language model (pre-trained by fedsim, cached)"
@@ -126,6 +127,7 @@ class IMDbRunConfig:
                        group=RUN, type=count)
     num_seeds: int = option(3, "training seeds (sampling, minibatches), vmapped", group=RUN,
                             type=count)
+    privacy: PrivacyOptions = field(default_factory=PrivacyOptions)
 
     @property
     def prompt_context(self) -> int:
@@ -188,7 +190,25 @@ class IMDbRunConfig:
         check_real("self_weight", self.self_weight, 0.0, 1.0)
         check_choice("mixing", self.mixing, MIXINGS)
         check_int("seed", self.seed, 0)
+        self.privacy.validate(self.clients)
+        require(self.privacy.canaries == 0, "canaries", self.privacy.canaries,
+                "are audited on the tabular task for now (fedsim run tabular --canaries N)")
+        require(not self.privacy.dp_enabled or "fedrlhf" in self.algorithms, "algorithm",
+                list(self.algorithms), "must include fedrlhf with DP-FedAvg (the only one "
+                "that aggregates deltas; the others run without it, as baselines)")
         return self
+
+    def federation(self, engine_name: str, num_clients: int):
+        """The engine's Federation for one algorithm (DP-FedAvg and the sampling only where
+        deltas are aggregated: fedrlhf's fedavg)."""
+        from fedsim.choices import DELTA_ALGORITHMS
+        from fedsim.engine import Federation
+
+        privacy = (self.privacy.federation_fields(num_clients, self.rounds)
+                   if engine_name in DELTA_ALGORITHMS else {})
+        return Federation(engine_name if engine_name != "as_released" else "local", 1,
+                          kl_coef=self.peer_kl_coef, self_weight=self.self_weight,
+                          mixing=self.mixing, **privacy)
 
     def quick(self, keep=()) -> "IMDbRunConfig":
         """A smoke run of the whole pipeline in about a minute on two cores: a smaller model

@@ -6,7 +6,8 @@ cut every client's prompts. Then each algorithm is one compiled program: make_tr
 over the training seeds. Round 0 is the pre-trained model, evaluated once.
 
 Writes config.json, tokenizer.json, metrics.csv (algorithm, seed, round, samples: the
-federation's weighted means), clients.csv (per client), samples.jsonl (every evaluation
+federation's weighted means), clients.csv (per client, with each client's own PPO value
+loss, policy loss, KL to the round's start and clip fraction), samples.jsonl (every evaluation
 response) and summary.json (the final round per algorithm, per client and global, with 95%
 confidence intervals over seeds; the sentiment gain's Spearman correlation with lambda_k;
 paired differences to isolated; pre-training and classifier reports; timings).
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from fedsim.engine import Federation, HParams, every_round, make_train, raise_if_nonfinite
+from fedsim.engine import HParams, every_round, make_train, raise_if_nonfinite
 from fedsim.errors import DataError
 from fedsim.imdb import data as D
 from fedsim.imdb import model as M
@@ -38,6 +39,7 @@ from fedsim.imdb.config import IMDbRunConfig
 from fedsim.imdb.ppo import PPOSpec, Scoring
 from fedsim.imdb.task import ClientData, IMDbHParams, make_task
 from fedsim.interrupt import stop_if_requested
+from fedsim.privacy.settings import privacy_record
 from fedsim.provenance import IMDB, code_fingerprint
 from fedsim.movielens.metrics import spearman
 from fedsim.results import atomic_write_bytes, mean_ci, read_json, write_csv, write_json
@@ -175,11 +177,10 @@ def run_algorithm(config: IMDbRunConfig, problem: Problem, name: str):
         data, weights, lams = pooled(problem, full=name == "centralized_full")
     else:
         data, weights, lams = problem.data, problem.weights, problem.lams
-    fed = Federation(engine_name if engine_name != "as_released" else "local", 1,
-                     kl_coef=config.peer_kl_coef, self_weight=config.self_weight,
-                     mixing=config.mixing)
-    algorithm = as_released() if engine_name == "as_released" else fed.algorithm_parts(task)
     K = len(weights)
+    fed = config.federation(engine_name, K)
+    algorithm = (as_released() if engine_name == "as_released"
+                 else fed.algorithm_parts(task, K))
     hparams = HParams(IMDbHParams(jnp.asarray(lams)), fed.algorithm_hparams(K))
     train = make_train(task, algorithm, fed)
     keys = jax.vmap(jax.random.key)(jnp.arange(config.num_seeds, dtype=jnp.uint32)
@@ -204,7 +205,8 @@ def run_algorithm(config: IMDbRunConfig, problem: Problem, name: str):
     # (seeds, n, ...) -> (n, seeds, ...)
     clients = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in metrics.clients.items()}
     aux = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in metrics.aux.items()}
-    return clients, aux, {"compile_seconds": compile_s, "run_seconds": run_s}
+    client_aux = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in metrics.client_aux.items()}
+    return clients, (aux, client_aux), {"compile_seconds": compile_s, "run_seconds": run_s}
 
 
 def evaluate_pretrained(config: IMDbRunConfig, problem: Problem) -> dict:
@@ -264,6 +266,9 @@ def _run(config, problem: Problem, out, progress, wall) -> dict:
         "wall_seconds": time.perf_counter() - wall,
         "note": "(mean, 95% CI half-width) over training seeds at the last round; gains are "
                 "against round 0, the pre-trained model, on the same evaluation prompts"}
+    if "epsilon" in results.get("fedrlhf", {}):   # DP-FedAvg's accountant, for fedrlhf
+        summary |= {"epsilon": results["fedrlhf"]["epsilon"],
+                    "privacy": results["fedrlhf"]["privacy"]}
     if out is not None:
         write_json(out / "summary.json", summary)
     return {"rows": [r for c in done for r in c["rows"]], "client_rows": client_rows,
@@ -272,7 +277,9 @@ def _run(config, problem: Problem, out, progress, wall) -> dict:
 
 def _cell(config, problem: Problem, name: str, round0: dict) -> dict:
     """One algorithm, all seeds: its rows (global, per client), evaluation samples, result."""
-    clients, aux, timing = run_algorithm(config, problem, name)
+    clients, (aux, client_aux), timing = run_algorithm(config, problem, name)
+    # each client's own PPO statistics (not for the centralized learner, trained on the pool)
+    own = {a: v for a, v in client_aux.items() if a in TRAINING and v.shape[2] == config.clients}
     per_client = {k: np.concatenate([np.repeat(round0[k], config.num_seeds, 1), clients[k]])
                   for k in round0}   # (rounds + 1, seeds, K, ...)
     per_round = (problem.iterations * config.batch * config.clients
@@ -288,7 +295,9 @@ def _cell(config, problem: Problem, name: str, round0: dict) -> dict:
             for k in range(config.clients):
                 lam = float(problem.lams[k])
                 client_rows.append({**base, "client": k, "lam": lam,
-                                    **{m: float(per_client[m][t, s, k]) for m in METRICS}})
+                                    **{m: float(per_client[m][t, s, k]) for m in METRICS},
+                                    **{a: float(own[a][t - 1, s, k]) if t > 0 and a in own
+                                       else "" for a in CLIENT_TRAINING}})
                 for i, prompt in enumerate(problem.eval_texts):
                     samples.append({
                         "algorithm": name, "seed": s, "round": t, "client": k, "lam": lam,
@@ -297,8 +306,16 @@ def _cell(config, problem: Problem, name: str, round0: dict) -> dict:
                         "reward": float(per_client["response_reward"][t, s, k, i]),
                         "sentiment": float(per_client["response_sentiment"][t, s, k, i]),
                         "fluency": float(per_client["response_fluency"][t, s, k, i])})
+    result = _result(config, problem, per_client)
+    fed = config.federation(ENGINE[name][0], config.clients)
+    if fed.dp is not None:   # the accountant's epsilon after each round and its inputs
+        epsilon = fed.dp.epsilons(fed.accounting(config.clients), list(range(1, config.rounds + 1)))
+        for row in rows:
+            row["epsilon"] = epsilon[row["round"] - 1] if row["round"] > 0 else 0.0
+        result |= {"epsilon": epsilon[-1],
+                   "privacy": privacy_record(fed, config.clients, config.rounds)}
     return {"algorithm": name, "rows": rows, "client_rows": client_rows, "samples": samples,
-            "result": _result(config, problem, per_client), "timing": timing}
+            "result": result, "timing": timing}
 
 
 class _Cells:
@@ -362,13 +379,18 @@ def _paired(results, client_rows, config) -> dict:
 
 
 METRICS_COLUMNS = ["algorithm", "seed", "round", "samples", *METRICS, *TRAINING]
-CLIENT_COLUMNS = ["algorithm", "seed", "round", "samples", "client", "lam", *METRICS]
+CLIENT_TRAINING = ("value_loss", "policy_loss", "kl_to_round_start", "clip_fraction")
+CLIENT_COLUMNS = ["algorithm", "seed", "round", "samples", "client", "lam", *METRICS,
+                  *CLIENT_TRAINING]
 SAMPLE_FIELDS = ("algorithm", "seed", "round", "client", "lam", "prompt", "response", "reward",
                  "sentiment", "fluency")
 
 
 def _write(out: Path, cells: list[dict]) -> None:
-    write_csv(out / "metrics.csv", METRICS_COLUMNS, [r for c in cells for r in c["rows"]])
+    rows = [r for c in cells for r in c["rows"]]
+    private = any("epsilon" in r for r in rows)   # DP-FedAvg: fedrlhf's epsilon per round
+    write_csv(out / "metrics.csv", METRICS_COLUMNS + ["epsilon"] * private,
+              [{"epsilon": "", **r} for r in rows])
     write_csv(out / "clients.csv", CLIENT_COLUMNS, [r for c in cells for r in c["client_rows"]])
     # in SAMPLE_FIELDS's order: cells read back from disk have their keys sorted
     atomic_write_bytes(out / "samples.jsonl", "".join(

@@ -3,9 +3,11 @@ input and output embeddings, learnt positions) with a value head on the last hid
 TRL's AutoModelForCausalLMWithValueHead; generation by `lax.scan` with static shapes.
 
 The parameters are one pytree, {"params": {...}}: FedAvg averages all of it, policy and value
-head alike, and `VALUE_HEAD` names the value head's subtree. <pad> and <bos> are never
+head alike, and `VALUE_HEAD` names the value head's subtree. <pad>, <unk> and <bos> are never
 predicted: their logits are masked, in training, scoring and sampling alike, so every
-log-probability here is of the same distribution.
+log-probability here is of the same distribution. (<unk> masked because the sentiment
+classifier ignores it: a policy allowed to say it learns to answer with runs of <unk>, which
+the classifier cannot see and the frozen model finds likely.)
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fedsim.imdb.tokenizer import BOS, PAD
+from fedsim.imdb.tokenizer import BOS, PAD, UNK
 
 VALUE_HEAD = "value_head"
 _MASKED = -1e9
+NEVER_EMITTED = (PAD, UNK, BOS)
 
 
 class Architecture(NamedTuple):
@@ -60,7 +63,7 @@ class CausalLM(nn.Module):
         x = nn.LayerNorm()(x)
         if at is not None:   # generation reads one position: skip the others' V-wide head
             x = jax.lax.dynamic_index_in_dim(x, at, axis=-2, keepdims=False)
-        logits = embed.attend(x).at[..., (PAD, BOS)].set(_MASKED)
+        logits = embed.attend(x).at[..., NEVER_EMITTED].set(_MASKED)
         values = nn.Dense(1, name=VALUE_HEAD, kernel_init=nn.initializers.zeros)(x)[..., 0]
         return logits, values
 

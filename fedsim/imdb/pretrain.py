@@ -30,7 +30,7 @@ import optax
 from fedsim.checkpoint import load_state, save_state
 from fedsim.errors import DataError, check_int, check_real
 from fedsim.imdb import model as M
-from fedsim.imdb.tokenizer import PAD, Tokenizer
+from fedsim.imdb.tokenizer import PAD, UNK, Tokenizer
 from fedsim.provenance import code_fingerprint
 
 CODE = ("fedsim/imdb/model.py", "fedsim/imdb/pretrain.py", "fedsim/imdb/tokenizer.py")
@@ -62,10 +62,11 @@ def windows(tokenizer: Tokenizer, texts, context: int) -> np.ndarray:
 
 
 def next_token_loss(arch, params, ids):
-    """Mean negative log-likelihood of tokens 2..L given their prefixes (no <pad> targets)."""
+    """Mean negative log-likelihood of tokens 2..L given their prefixes, over the targets the
+    model can emit (not <pad> or <unk>: it never says "unknown word")."""
     logits, _ = M.apply(arch, params, ids[:, :-1])
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:])
-    mask = ids[:, 1:] != PAD
+    mask = (ids[:, 1:] != PAD) & (ids[:, 1:] != UNK)
     return jnp.sum(nll * mask) / jnp.maximum(mask.sum(), 1)
 
 

@@ -6,7 +6,7 @@
 The authors score the fluency's log-probabilities with the policy being trained, so the policy
 is rewarded for its own confidence; fedsim scores them with the frozen pre-trained model by
 default (`--fluency-scorer frozen`) and the authors' way with `--fluency-scorer policy`.
-Two forms (fedsim.choices.IMDB_REWARDS):
+Two forms (fedsim.choices.REWARD_FORMS):
     convex    lambda_k sentiment + (1 - lambda_k) fluency, lambda_k in [0, 1] (the authors');
     additive  R0 + lambda_k H = fluency + lambda_k sentiment, lambda_k >= 0 (the paper's
               r_k = R0_k + lambda_k H_k, with fluency the task reward and sentiment the

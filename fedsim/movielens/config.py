@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fedsim.choices import LR_SCHEDULES, MOVIELENS_ALGORITHMS, MOVIELENS_RELEASES, UPDATES
+from fedsim.choices import (DELTA_ALGORITHMS, LR_SCHEDULES, MOVIELENS_ALGORITHMS,
+                            MOVIELENS_RELEASES, UPDATES)
 from fedsim.errors import check_choice, check_int, check_real, require
 from fedsim.options import count, numbers, option
+from fedsim.privacy.options import PrivacyOptions
 
 DATA = "data"
 FEEDBACK = "feedback (simulated, per client)"
@@ -122,6 +124,8 @@ class MovieLensRunConfig:
     num_seeds: int = option(5, "training seeds (initialisation, minibatches), vmapped",
                             group=MODEL, type=count)
 
+    privacy: PrivacyOptions = field(default_factory=PrivacyOptions)
+
     @property
     def lams(self) -> tuple[float, ...]:
         return tuple(self.lam) if isinstance(self.lam, (tuple, list)) else (self.lam,)
@@ -147,4 +151,20 @@ class MovieLensRunConfig:
         check_choice("schedule", self.schedule, LR_SCHEDULES)
         check_int("seed", self.seed, 0)
         check_int("num_seeds", self.num_seeds, 1)
+        require(self.privacy.canaries == 0, "canaries", self.privacy.canaries,
+                "are audited on the tabular task for now (fedsim run tabular --canaries N)")
+        require(not self.privacy.dp_enabled or set(self.algorithms) & set(DELTA_ALGORITHMS),
+                "algorithm", list(self.algorithms), "must include fedavg with DP-FedAvg (the "
+                "others do not aggregate deltas and run without it, as baselines)")
         return self
+
+    def federation(self, algorithm: str, local_steps: int, num_clients: int):
+        """The engine's Federation for one algorithm: DP-FedAvg and the sampling apply to
+        the algorithms that aggregate deltas; local and centralized run without them."""
+        from fedsim.engine import Federation
+
+        if algorithm not in DELTA_ALGORITHMS:
+            return Federation(algorithm, local_steps)
+        self.privacy.validate(num_clients)
+        return Federation(algorithm, local_steps,
+                          **self.privacy.federation_fields(num_clients, self.rounds))

@@ -36,6 +36,7 @@ from fedsim.movielens.clients import ClientData, group_users, make_clients, sele
 from fedsim.movielens.config import MovieLensRunConfig
 from fedsim.movielens.metrics import evaluate_scores
 from fedsim.movielens.task import MovieLensHParams, init_params, make_task, num_params
+from fedsim.privacy.settings import privacy_record
 from fedsim.provenance import MOVIELENS, code_fingerprint
 from fedsim.results import mean_ci, read_json, write_csv, write_json
 from fedsim.rundir import RunFolder
@@ -79,7 +80,7 @@ def _compile(task, fed: Federation, params0, keys, data, weights, hparams, lrs, 
     """The whole run (init, rounds, logged evaluations), vmapped over training seeds and
     compiled once; client data, weights and hyperparameters (lambda) are arguments, so other
     lambdas reuse it."""
-    train = make_train(task, fed.algorithm_parts(), fed)
+    train = make_train(task, fed.algorithm_parts(None, weights.shape[0]), fed)
 
     def one(params0, key, data, weights, hparams):
         state, metrics = train(params0, data, weights, hparams, key, lrs, jnp.asarray(checkpoints))
@@ -189,6 +190,9 @@ def _run(config: MovieLensRunConfig, problem: _Problem, out: Path | None, progre
         "cells_computed_this_run": cache.computed, "cells_reused": len(cells) - cache.computed,
         "wall_seconds": time.perf_counter() - wall,
         "note": "(mean, 95% CI half-width) over training seeds; test = held-out 20% per user"})
+    private = [c["result"] for c in done if "epsilon" in c["result"]]
+    if private:   # the DP-FedAvg cells' final epsilon (one accountant for all of them)
+        summary |= {"epsilon": private[0]["epsilon"], "privacy": private[0]["privacy"]}
     if out is not None:
         write_json(out / "summary.json", summary)
     return {"rows": [r for c in done for r in c["rows"]],
@@ -196,7 +200,7 @@ def _run(config: MovieLensRunConfig, problem: _Problem, out: Path | None, progre
 
 
 METRICS_COLUMNS = ["algorithm", "lam", "seed", "round", "split", "accuracy", "auc",
-                   "mean_client_accuracy", "median_client_spearman"]
+                   "mean_client_accuracy", "median_client_spearman", "epsilon"]
 CLIENT_COLUMNS = ["algorithm", "lam", "seed", "round", "client", "users", "test_accuracy",
                   "test_spearman", "personal_test_accuracy", "personalization_gain"]
 
@@ -237,9 +241,13 @@ def _run_cell(config, task, algorithm, lam, compiled, E, params0, keys, data, we
     """One algorithm at one lambda, all training seeds: rows, client rows and the result."""
     start = time.perf_counter()
     hparams = HParams(MovieLensHParams(jnp.full(weights.shape, lam, jnp.float32)))
+    fed = config.federation(algorithm, E, weights.shape[0])
+    epsilon = None if fed.dp is None else dict(zip(
+        map(int, checkpoints), fed.dp.epsilons(fed.accounting(weights.shape[0]),
+                                               [int(t) for t in checkpoints])))
     if algorithm not in compiled:   # one compilation per algorithm serves every lambda
-        compiled[algorithm] = _compile(task, Federation(algorithm, E), params0, keys, data,
-                                       weights, hparams, lrs, checkpoints)
+        compiled[algorithm] = _compile(task, fed, params0, keys, data, weights, hparams, lrs,
+                                       checkpoints)
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     nonfinite, metrics = jax.block_until_ready(compiled[algorithm](params0, keys, data, weights,
@@ -261,7 +269,8 @@ def _run_cell(config, task, algorithm, lam, compiled, E, params0, keys, data, we
                 rows.append({**cell, "seed": s, "round": int(t), "split": name,
                              "accuracy": f["accuracy"], "auc": f["auc"],
                              "mean_client_accuracy": float(np.nanmean(f["client_accuracy"])),
-                             "median_client_spearman": float(np.nanmedian(f["client_spearman"]))})
+                             "median_client_spearman": float(np.nanmedian(f["client_spearman"])),
+                             "epsilon": "" if epsilon is None else epsilon[int(t)]})
             test, personal = figures["test"], figures["test_personal"]
             for k, group in enumerate(groups):
                 client_rows.append({
@@ -287,4 +296,7 @@ def _run_cell(config, task, algorithm, lam, compiled, E, params0, keys, data, we
         "val_selected": {"test_accuracy": mean_ci([t for _, t, _ in selected]),
                          "rounds": [r for _, _, r in selected]},
         "compile_seconds": compile_s, "run_seconds": run_s}
+    if fed.dp is not None:   # the accountant's epsilon after the last round, and its inputs
+        result |= {"epsilon": epsilon[int(checkpoints[-1])], "privacy": privacy_record(
+            fed, weights.shape[0], config.rounds)}
     return {"rows": rows, "client_rows": client_rows, "result": result}

@@ -17,6 +17,7 @@ from fedsim.choices import (AGGREGATORS, ALGORITHMS, ATTACKS, ESTIMATORS, GRADIE
                             REWARD_FORMS, SCHEDULES, SERVER_OPTIMIZERS, STARTS, WEIGHTINGS)
 from fedsim.errors import ConfigError, check_choice, check_int, check_real, require
 from fedsim.options import FLAG, count, numbers, option, step_size, weighting
+from fedsim.privacy.options import PrivacyOptions
 
 INSTANCE = "instance (a seeded family of heterogeneous tabular MDPs)"
 LEARNER = "local learner (tabular softmax policy gradient, or PPO)"
@@ -308,6 +309,13 @@ class TabularRunConfig:
                                       "10000 2.1x faster (measured)", group=RUN, type=count,
                                       metavar="B")
 
+    privacy: PrivacyOptions = field(default_factory=PrivacyOptions)
+
+    @property
+    def num_rows(self) -> int:
+        """The client axis: the K clients and the audit's canaries after them."""
+        return self.instance.num_clients + self.privacy.canaries
+
     def validate(self) -> "TabularRunConfig":
         import jax
 
@@ -318,7 +326,9 @@ class TabularRunConfig:
         self.instance.validate()
         self.learner.validate()
         check_real("byzantine", self.byzantine, 0.0, 1.0)
-        self.federation().validate(self.instance.num_clients)
+        check_int("rounds (T)", self.rounds, 1)
+        self.privacy.validate(self.instance.num_clients)
+        self.federation().validate(self.num_rows)
         require(self.learner.kl_target is None or self.learner.learner == "ppo", "kl_target",
                 self.learner.kl_target, "needs --learner ppo")
         require(self.learner.kl_target is None or self.algorithm == "fedkl"
@@ -360,7 +370,9 @@ class TabularRunConfig:
                           tuple(int(k) for k in np.flatnonzero(self.byzantine_mask())),
                           self.attack, self.attack_scale, self.mu, self.kl_coef,
                           self.self_weight, self.graph, self.mixing, self.peer_weights,
-                          self.peer_weighting, self.return_temperature)
+                          self.peer_weighting, self.return_temperature,
+                          **self.privacy.federation_fields(self.num_rows, self.rounds,
+                                                           self.participants))
 
     def byzantine_mask(self) -> np.ndarray:
         """(K,) bool: the Byzantine clients, drawn from the instance seed."""

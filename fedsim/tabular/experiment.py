@@ -113,25 +113,32 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
     lrs = config.step_sizes(mei)
     task = make_task(instance, learner)
     fed = config.federation()
+    logged = config.logged_rounds().tolist()
+    epsilon = (dict(zip(logged, fed.dp.epsilons(fed.accounting(config.num_rows), logged)))
+               if fed.dp is not None else None)   # epsilon after each logged round, up front
     reg = regularizer(learner, instance)
     optimum = oracles.optimal_value(instance, reg)
     if out is not None:   # known before the run: written first
         write_npz(out / "instance.npz", instance_arrays(config, instance, lrs, reg))
 
-    data, weights = client_data(instance), jnp.asarray(instance.p)
-    hparams = HParams(client_hparams(instance), fed.algorithm_hparams(instance.num_clients))
+    canaries = config.privacy.canaries
+    data = with_canary_rows(client_data(instance), canaries)
+    weights = canary_weights(jnp.asarray(instance.p), canaries)
+    hparams = HParams(with_canary_rows(client_hparams(instance), canaries),
+                      fed.algorithm_hparams(config.num_rows))
     seeds = config.seed + np.arange(config.num_seeds)
     run_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
     theta0 = jnp.asarray(instance.theta0)
     # With several devices the engine splits the clients over them (padding with weight 0).
     mesh = client_mesh(config.devices) if config.devices > 1 else None
-    trainer = make_trainer(task, fed.algorithm_parts(task), fed, mesh)
+    trainer = make_trainer(task, fed.algorithm_parts(task, config.num_rows), fed, mesh)
     states = jax.jit(jax.vmap(lambda key: trainer.init(theta0, data, key)))(run_keys)
     checkpoints, lrs_device = config.logged_rounds(), jnp.asarray(lrs)
     groups = _chunks(len(checkpoints))   # checkpoints per call
     starts = np.cumsum([0] + groups[:-1])
 
-    saver = None if out is None else _Progress(out, states, client_columns(config),
+    saver = None if out is None else _Progress(out, states, metric_columns(config),
+                                               client_columns(config),
                                                keep_state=jax.process_count() == 1)
     first_chunk, states = saver.restore(states) if saver else (0, states)
     # Evaluated only at logged rounds: memory is O(K state + logged rounds), not O(T K).
@@ -162,7 +169,8 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
             final_J = metrics.round["J"][:, -1]
             bar.update(int(stops[-1]) - done)
             done = int(stops[-1])
-            rows, client_rows = _chunk_rows(metrics, stops, seeds, lrs, optimum, num_clients)
+            rows, client_rows = _chunk_rows(metrics, stops, seeds, lrs, optimum, num_clients,
+                                            epsilon)
             all_rows += rows
             if saver:
                 saver.save(i + 1, states, rows, client_rows, run_s, final_J,
@@ -179,12 +187,15 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
         "compile_seconds": compile_s, "run_seconds": run_s,
         "client_steps_per_second": client_steps * len(seeds) / max(run_s, 1e-12),
     }
+    if fed.dp is not None:
+        summary.update(privacy_summary(fed, config, epsilon[int(checkpoints[-1])], states,
+                                       run_keys, theta0, seeds))
     if out is not None:
         write_json(out / "summary.json", summary)
     return {"rows": all_rows, "summary": summary, "instance": instance, "step_sizes": lrs}
 
 
-def _chunk_rows(metrics, stops, seeds, lrs, optimum, num_clients):
+def _chunk_rows(metrics, stops, seeds, lrs, optimum, num_clients, epsilon=None):
     """Rows of metrics.csv and clients.csv for one chunk, ordered by round, then seed."""
     rows, client_rows = [], []
     for j, stop in enumerate(stops):
@@ -196,6 +207,8 @@ def _chunk_rows(metrics, stops, seeds, lrs, optimum, num_clients):
                          "J0": metrics.round["J0"][i, j],
                          "J_personal": metrics.round["J_personal"][i, j],
                          "step_size": lrs[t, 0]})
+            if epsilon is not None:
+                rows[-1]["epsilon"] = epsilon[t + 1]
             client_rows += [{"seed": int(seed), "round": t + 1, "client": k,
                              **{name: values[i, j, k] for name, values in metrics.clients.items()}}
                             for k in range(num_clients)]
@@ -204,6 +217,53 @@ def _chunk_rows(metrics, stops, seeds, lrs, optimum, num_clients):
 
 METRICS_COLUMNS = ["seed", "round", "J", "J_star", "gap", "J0", "J_personal", "step_size"]
 CLIENT_COLUMNS = ["seed", "round", "client", "J_client", "J_personal_client"]
+
+
+def metric_columns(config: TabularRunConfig) -> list[str]:
+    """metrics.csv's columns: DP-FedAvg adds the accountant's epsilon after the round."""
+    return METRICS_COLUMNS + (["epsilon"] if config.privacy.dp_enabled else [])
+
+
+def with_canary_rows(tree, canaries: int):
+    """A client-axis pytree with `canaries` copies of client 0's row after the K clients (a
+    canary's own training is never sent: fedsim.privacy.canaries replaces its delta)."""
+    if not canaries:
+        return tree
+    return jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], canaries, 0)]), tree)
+
+
+def canary_weights(p, canaries: int):
+    """p over K clients and n canaries: the clients keep their proportions (scaled by K/(K +
+    n)) and each canary gets 1/(K + n), so its weight reaches DP-FedAvg's cap 1/E."""
+    if not canaries:
+        return p
+    rows = p.shape[0] + canaries
+    return jnp.concatenate([p * (p.shape[0] / rows), jnp.full(canaries, 1.0 / rows, p.dtype)])
+
+
+def privacy_summary(fed, config: TabularRunConfig, epsilon: float, states, run_keys, theta0,
+                    seeds) -> dict:
+    """summary.json's privacy part: the accountant's epsilon and its inputs, the final
+    clipping norm, and with canaries the one-run audit's lower bound per seed."""
+    from fedsim.privacy.audit import one_run_audit
+    from fedsim.privacy.canaries import canary_included, canary_scores
+    from fedsim.privacy.settings import privacy_record
+
+    record = privacy_record(fed, config.num_rows, config.rounds)
+    record["final_clip"] = {int(s): float(c) for s, c in zip(
+        seeds, np.asarray(states.aggregator_state.clip))}
+    out = {"epsilon": epsilon, "privacy": record}
+    n = fed.canaries
+    if n:
+        scores = np.asarray(jax.vmap(lambda k, p: canary_scores(k, n, theta0, p))(
+            run_keys, states.params))
+        included = np.asarray(jax.vmap(lambda k: canary_included(k, n))(run_keys))
+        audits = {int(s): one_run_audit(scores[i], included[i], fed.dp.delta)._asdict()
+                  for i, s in enumerate(seeds)}
+        out["audit"] = {"canaries": n, "method": "one-run (Steinke, Nasr, Jagielski 2023), "
+                        "canary clients (Andrew et al. 2024)", "per_seed": audits,
+                        "epsilon_lower": max(a["epsilon_lower"] for a in audits.values())}
+    return out
 
 
 def client_columns(config: TabularRunConfig) -> list[str]:
@@ -216,9 +276,9 @@ class _Progress:
     the last saved chunk with the CSV lengths it vouches for. A resumed run continues from
     that state and cuts the CSVs back to those lengths, so it ends with the same bytes."""
 
-    def __init__(self, out: Path, like, columns, keep_state: bool = True):
+    def __init__(self, out: Path, like, metric_columns, columns, keep_state: bool = True):
         self.out, self.path, self.keep_state = out, out / "state.npz", keep_state
-        self.columns = columns
+        self.metric_columns, self.columns = metric_columns, columns
         self.code = code_fingerprint(SIMULATOR)
         self.big = sum(x.nbytes for x in jax.tree.leaves(like)) > SAVE_STATE_BYTES
         self.lengths, self.run_seconds, self.final_J = [0, 0], 0.0, None
@@ -244,7 +304,7 @@ class _Progress:
         due = not self.big or time.perf_counter() - self.last_save >= SAVE_EVERY_S
         if not (last or due or requested()):
             return
-        self.lengths = [append_csv(self.out / "metrics.csv", METRICS_COLUMNS, self.pending[0],
+        self.lengths = [append_csv(self.out / "metrics.csv", self.metric_columns, self.pending[0],
                                    self.lengths[0]),
                         append_csv(self.out / "clients.csv", self.columns, self.pending[1],
                                    self.lengths[1])]
@@ -289,7 +349,7 @@ def instance_arrays(config: TabularRunConfig, instance: TabularInstance, lrs, re
 def _per_round(config: TabularRunConfig, field: str, fill) -> np.ndarray:
     """(seeds, T, K): the round's draws (fedsim.engine.round.round_draws) of `field` for its
     participants, `fill` elsewhere."""
-    fed, K = config.federation(), config.instance.num_clients
+    fed, K = config.federation(), config.num_rows
 
     def one(run_key, t):
         draws = round_draws(fed, run_key, t, K)
