@@ -237,6 +237,15 @@ def _run_movielens(args: argparse.Namespace, config=None) -> int:
     reused = f", {s['cells_reused']} cell(s) read back from {args.out}" if s["cells_reused"] else ""
     print(f"(+- : 95% CI over {config.num_seeds} seeds); {s['wall_seconds']:.1f} s{reused}; "
           f"results in {args.out}/")
+    print("membership inference, last round (AUC of members' training ratings against their "
+          "held-out ones; 0.5: no leakage):")
+    for r in s["results"]:
+        m = r["membership"]
+        print(f"  {r['algorithm']:<12} {r['lam']:>6g}  global model: loss "
+              f"{cell(m['global']['loss']['auc'])}, calibrated "
+              f"{cell(m['global']['calibrated']['auc'])}; personal model: loss "
+              f"{cell(m['personal']['loss']['auc'])}, calibrated "
+              f"{cell(m['personal']['calibrated']['auc'])}")
     _print_privacy(s)
     return 0
 

@@ -321,6 +321,32 @@ def test_movielens_dp_fedavg_reports_the_accountants_epsilon_per_round():
     assert by_round[("local", 2)] == ""   # the baselines run without DP
     fedavg = out["summary"]["results"][0]
     assert fedavg["privacy"]["sampling"] == "poisson" and 0 <= fedavg["test"]["accuracy"][0] <= 1
+    for model in ("global", "personal"):
+        for attack in ("loss", "calibrated"):
+            auc_mean, _ = fedavg["membership"][model][attack]["auc"]
+            assert 0 <= auc_mean <= 1
+
+
+def test_membership_attack_metrics_separate_what_they_should():
+    from fedsim.privacy.membership import attack_scores, auc, tpr_at_fpr
+
+    rng = np.random.default_rng(0)
+    same = rng.normal(size=(2, 4000))
+    assert auc(same[0], same[1]) == pytest.approx(0.5, abs=0.02)
+    assert tpr_at_fpr(same[0], same[1]) == pytest.approx(0.01, abs=0.006)
+    assert auc(same[0] + 10, same[1]) == 1.0 and tpr_at_fpr(same[0] + 10, same[1]) == 1.0
+    # an overfitted model (members' ratings fitted, non-members' not) is caught by the loss
+    # attack; the calibrated one removes a per-user offset the plain one is fooled by
+    label = rng.random((50, 20)) < 0.5
+    sign = np.where(label, 1.0, -1.0)
+    mask = np.ones((50, 20))
+    fitted = attack_scores(3 * sign, label, mask, 0.3 * sign, label, mask)
+    assert auc(*fitted["loss"]) > 0.95
+    offset = rng.normal(size=(50, 1)) * 5   # per-user difficulty, the same for both parts
+    noisy = rng.normal(size=(50, 20))
+    users = attack_scores(sign * (offset + noisy + 0.5), label, mask,
+                          sign * (offset + rng.normal(size=(50, 20))), label, mask)
+    assert auc(*users["calibrated"]) > auc(*users["loss"])
 
 
 def test_the_privacy_sweeps_checkers_fail_on_violating_results():

@@ -196,6 +196,8 @@ class IMDbRunConfig:
         require(not self.privacy.dp_enabled or "fedrlhf" in self.algorithms, "algorithm",
                 list(self.algorithms), "must include fedrlhf with DP-FedAvg (the only one "
                 "that aggregates deltas; the others run without it, as baselines)")
+        if self.privacy.dp_enabled:   # the DP settings, a target epsilon included, checked now
+            self.federation("fedavg", self.clients).validate(self.clients)
         return self
 
     def federation(self, engine_name: str, num_clients: int):

@@ -36,6 +36,7 @@ from fedsim.movielens.clients import ClientData, group_users, make_clients, sele
 from fedsim.movielens.config import MovieLensRunConfig
 from fedsim.movielens.metrics import evaluate_scores
 from fedsim.movielens.task import MovieLensHParams, init_params, make_task, num_params
+from fedsim.privacy.membership import evaluate_attacks
 from fedsim.privacy.settings import privacy_record
 from fedsim.provenance import MOVIELENS, code_fingerprint
 from fedsim.results import mean_ci, read_json, write_csv, write_json
@@ -43,6 +44,10 @@ from fedsim.rundir import RunFolder
 
 # Reported splits: (model scores, labels, mask). "taste": the test ratings labelled by the
 # users' taste-biased preference (clients.py), the personalisation side of the trade-off.
+# whose scores the membership attacks read: the released global parameters alone (no private
+# user embedding), and each client's own personal model; (members' scores, non-members')
+MEMBERSHIP_MODELS = {"global": ("train_score_public", "test_score_public"),
+                     "personal": ("train_score_personal", "test_score_personal")}
 SPLITS = {   # name: (model scores, the part of the ratings, its labels)
     "test": ("test_score", "test", "label"),
     "test_personal": ("test_score_personal", "test", "label"),
@@ -94,7 +99,8 @@ def estimate_memory(config: MovieLensRunConfig, clients: dict, num_params: int,
                     checkpoints: int) -> list[tuple[str, float, str]]:
     """(what, bytes, options) of the run's largest allocations (fedsim.memory.check_fits)."""
     K, seeds = clients.member_mask.shape[0], config.num_seeds
-    scores = sum(clients.part(part).mask.size for _, part, _ in SPLITS.values())
+    scores = (sum(clients.part(part).mask.size for _, part, _ in SPLITS.values())
+              + 2 * clients.train.mask.size + clients.test.mask.size)   # the attacks' scores
     return [
         # each client holds the shared parameters and its optimiser's two moments
         ("the parameters each client holds (seeds x clients x parameters, with Adam moments)",
@@ -147,6 +153,8 @@ def _prepare(config: MovieLensRunConfig) -> _Problem:
     init = lambda key: init_params(net, key, inputs_dim, config.model.dim)
     checkpoints = (np.arange(1, config.rounds + 1, dtype=np.int32) if config.rounds <= 20
                    else log_checkpoints(config.rounds, 20))
+    if config.privacy.dp_enabled:   # DP's settings (and a target epsilon) checked for K now
+        config.federation("fedavg", 1, len(groups)).validate(len(groups))
     check_fits(estimate_memory(config, clients,
                                num_params(ratings.num_movies, inputs_dim, config.model),
                                len(checkpoints)))
@@ -256,7 +264,7 @@ def _run_cell(config, task, algorithm, lam, compiled, E, params0, keys, data, we
     raise_if_nonfinite(nonfinite)
     metrics = jax.device_get(metrics).clients
     cell = {"algorithm": algorithm, "lam": lam}
-    rows, client_rows, final, selected = [], [], {}, []
+    rows, client_rows, final, selected, membership = [], [], {}, [], {}
     for s in range(config.num_seeds):
         best_val = (-1.0, 0.0, 0)   # (validation accuracy, test accuracy, round)
         for c, t in enumerate(checkpoints):
@@ -287,6 +295,15 @@ def _run_cell(config, task, algorithm, lam, compiled, E, params0, keys, data, we
                 for name, f in figures.items():
                     final.setdefault(name, []).append(f)
         selected.append(best_val)
+        last = len(checkpoints) - 1
+        for model, (train_score, test_score) in MEMBERSHIP_MODELS.items():
+            attacks = evaluate_attacks(
+                metrics[train_score][s, last], clients.train.label, clients.train.mask,
+                metrics[test_score][s, last], clients.test.label, clients.test.mask)
+            for attack, figures in attacks.items():
+                for name, value in figures.items():
+                    membership.setdefault(model, {}).setdefault(attack, {}).setdefault(
+                        name, []).append(value)
     result = cell | {
         name: {"accuracy": mean_ci([f["accuracy"] for f in fs]), "auc": mean_ci([f["auc"] for f in fs]),
                "median_client_spearman": mean_ci([np.nanmedian(f["client_spearman"]) for f in fs])}
@@ -295,7 +312,11 @@ def _run_cell(config, task, algorithm, lam, compiled, E, params0, keys, data, we
         # validation accuracy, per seed, and the test accuracy there.
         "val_selected": {"test_accuracy": mean_ci([t for _, t, _ in selected]),
                          "rounds": [r for _, _, r in selected]},
-        "compile_seconds": compile_s, "run_seconds": run_s}
+        "compile_seconds": compile_s, "run_seconds": run_s,
+        # membership inference on the last round's models (fedsim.privacy.membership)
+        "membership": {model: {attack: {name: mean_ci(v) for name, v in figures.items()}
+                               for attack, figures in attacks.items()}
+                       for model, attacks in membership.items()}}
     if fed.dp is not None:   # the accountant's epsilon after the last round, and its inputs
         result |= {"epsilon": epsilon[int(checkpoints[-1])], "privacy": privacy_record(
             fed, weights.shape[0], config.rounds)}

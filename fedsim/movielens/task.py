@@ -181,11 +181,17 @@ def make_task(num_movies: int, genres: np.ndarray, spec: ModelSpec,
         personal_model = jax.vmap(scores, (0, 0, 0, 0))
         part = lambda name: (data.part(name).movie, data.part(name).member)
         personal = clients.personal
+        # what an outsider holding only the released global parameters can score: no
+        # user's private embedding (zeros), for the membership-inference attacks
+        public = jax.tree.map(jnp.zeros_like, personal)
         return {}, {
             "test_score": global_model(params, personal, *part("test")),
             "test_score_personal": personal_model(clients.params, personal, *part("test")),
             "train_score": global_model(params, personal, *part("train")),
             "val_score": global_model(params, personal, *part("val")),
+            "train_score_personal": personal_model(clients.params, personal, *part("train")),
+            "train_score_public": global_model(params, public, *part("train")),
+            "test_score_public": global_model(params, public, *part("test")),
         }
 
     return Task(init_private, direction, evaluate, client_optimizer, init_personal,
