@@ -104,6 +104,21 @@ def test_the_noise_std_is_z_clip_over_the_expected_participants():
     assert abs(np.mean(values)) < 0.02 * z * clip / expected
 
 
+def test_the_aggregator_without_noise_is_the_weighted_mean_on_a_nested_pytree():
+    from fedsim.engine.aggregators import weighted_mean
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    deltas = {"params": {"dense": {"kernel": jax.random.normal(keys[0], (5, 4, 3)),
+                                   "bias": jax.random.normal(keys[1], (5, 3))},
+                         "value_head": jax.random.normal(keys[2], (5, 3, 1))}}
+    w, mask = jnp.full(5, 0.2), jnp.ones(5)
+    agg = dp_fedavg(1e9, 0.0, 5.0)
+    ours, _ = agg.apply(deltas, w, mask, jax.random.key(1), agg.init(deltas))
+    plain, _ = weighted_mean().apply(deltas, w, mask, jax.random.key(1), ())
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_clipping_bounds_each_clients_contribution_over_the_whole_pytree():
     agg = dp_fedavg(1.0, 0.0, 2.0)
     deltas = {"a": jnp.asarray([[3.0, 0.0], [0.3, 0.0]]), "b": jnp.asarray([[4.0], [0.4]])}
@@ -213,7 +228,7 @@ def test_the_canary_audit_detects_leakage_without_noise_and_stays_under_the_acco
     perfect = epsilon_lower_bound(60, 30, 30, 1e-5, 0.05 / 4)
     assert loud["epsilon"] == float("inf")
     assert loud["audit"]["epsilon_lower"] >= 0.9 * perfect > 1.5
-    for z in (0.5, 2.0):
+    for z in (1.0,):   # more noise levels, over 5 seeds each: `fedsim sweep privacy`
         quiet = _audit_run(z)
         assert all(a["epsilon_lower"] <= quiet["epsilon"]
                    for a in quiet["audit"]["per_seed"].values())
