@@ -10,6 +10,7 @@ SCHEDULES = ("constant", "inverse_time", "cosine")
 LR_SCHEDULES = ("constant", "cosine")   # set by lr alone (inverse_time needs beta and gamma0)
 SERVER_OPTIMIZERS = ("none", "sgd", "momentum", "adam")
 AGGREGATORS = ("mean", "median", "trimmed_mean")
+ACCOUNTANTS = ("rdp", "pld")   # dp-accounting's RDP and PLD accountants
 SAMPLINGS = ("fixed", "poisson")   # m of K without replacement, or each client with probability q
 ATTACKS = ("sign_flip", "scale", "noise")
 GRAPHS = ("complete", "ring", "star")         # whom a client's KL-to-peers reference hears

@@ -39,7 +39,7 @@ from fedsim.imdb.config import IMDbRunConfig
 from fedsim.imdb.ppo import PPOSpec, Scoring
 from fedsim.imdb.task import ClientData, IMDbHParams, make_task
 from fedsim.interrupt import stop_if_requested
-from fedsim.privacy.settings import privacy_record
+from fedsim.privacy.settings import epsilon_by_round, privacy_record
 from fedsim.provenance import IMDB, code_fingerprint
 from fedsim.movielens.metrics import spearman
 from fedsim.results import atomic_write_bytes, mean_ci, read_json, write_csv, write_json
@@ -308,11 +308,11 @@ def _cell(config, problem: Problem, name: str, round0: dict) -> dict:
                         "fluency": float(per_client["response_fluency"][t, s, k, i])})
     result = _result(config, problem, per_client)
     fed = config.federation(ENGINE[name][0], config.clients)
-    if fed.dp is not None:   # the accountant's epsilon after each round and its inputs
-        epsilon = fed.dp.epsilons(fed.accounting(config.clients), list(range(1, config.rounds + 1)))
+    epsilon = epsilon_by_round(fed, config.clients, range(1, config.rounds + 1))
+    if epsilon is not None:   # the accountant's epsilon after each round and its inputs
         for row in rows:
-            row["epsilon"] = epsilon[row["round"] - 1] if row["round"] > 0 else 0.0
-        result |= {"epsilon": epsilon[-1],
+            row["epsilon"] = epsilon.get(row["round"], 0.0)   # round 0: nothing released
+        result |= {"epsilon": epsilon[config.rounds],
                    "privacy": privacy_record(fed, config.clients, config.rounds)}
     return {"algorithm": name, "rows": rows, "client_rows": client_rows, "samples": samples,
             "result": result, "timing": timing}

@@ -37,7 +37,7 @@ from fedsim.movielens.config import MovieLensRunConfig
 from fedsim.movielens.metrics import evaluate_scores
 from fedsim.movielens.task import MovieLensHParams, init_params, make_task, num_params
 from fedsim.privacy.membership import evaluate_attacks
-from fedsim.privacy.settings import privacy_record
+from fedsim.privacy.settings import epsilon_by_round, privacy_record
 from fedsim.provenance import MOVIELENS, code_fingerprint
 from fedsim.results import mean_ci, read_json, write_csv, write_json
 from fedsim.rundir import RunFolder
@@ -250,9 +250,7 @@ def _run_cell(config, task, algorithm, lam, compiled, E, params0, keys, data, we
     start = time.perf_counter()
     hparams = HParams(MovieLensHParams(jnp.full(weights.shape, lam, jnp.float32)))
     fed = config.federation(algorithm, E, weights.shape[0])
-    epsilon = None if fed.dp is None else dict(zip(
-        map(int, checkpoints), fed.dp.epsilons(fed.accounting(weights.shape[0]),
-                                               [int(t) for t in checkpoints])))
+    epsilon = epsilon_by_round(fed, weights.shape[0], checkpoints)
     if algorithm not in compiled:   # one compilation per algorithm serves every lambda
         compiled[algorithm] = _compile(task, fed, params0, keys, data, weights, hparams, lrs,
                                        checkpoints)

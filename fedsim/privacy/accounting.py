@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
+from fedsim.choices import ACCOUNTANTS
 from fedsim.errors import ConfigError, require
 
-ACCOUNTANTS = ("rdp", "pld")
 MAX_NOISE = 1e4   # a target that needs more noise than this is reported as unreachable
 
 

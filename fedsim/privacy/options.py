@@ -10,13 +10,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from fedsim.choices import SAMPLINGS
+from fedsim.choices import ACCOUNTANTS, SAMPLINGS
 from fedsim.errors import check_int, check_real, require
 from fedsim.options import FLAG, count, option
 
 PRIVACY = ("privacy (DP-FedAvg with fedavg or fedprox: clipping, noise, accounting with "
            "dp-accounting; client sampling; canaries for a one-run audit)")
-ACCOUNTANTS = ("rdp", "pld")
 
 
 @dataclass(frozen=True)

@@ -79,3 +79,11 @@ def privacy_record(fed, num_rows: int, rounds: int) -> dict:
             "rate": sampling.rate, "client_rows": sampling.num_clients,
             "expected_participants": fed.expected_participants(num_rows),
             "neighbouring_relation": neighbouring_relation(sampling), "rounds": rounds}
+
+
+def epsilon_by_round(fed, num_rows: int, rounds) -> dict | None:
+    """{round: the accountant's epsilon after it} for a DP-FedAvg federation (None without)."""
+    if fed.dp is None:
+        return None
+    rounds = [int(t) for t in rounds]
+    return dict(zip(rounds, fed.dp.epsilons(fed.accounting(num_rows), rounds)))

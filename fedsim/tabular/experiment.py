@@ -31,6 +31,7 @@ from fedsim.engine.round import round_draws
 from fedsim.engine.sharding import client_mesh, to_host
 from fedsim.interrupt import requested, stop_if_requested
 from fedsim.memory import FLOAT
+from fedsim.privacy.settings import epsilon_by_round
 from fedsim.provenance import SIMULATOR, code_fingerprint
 from fedsim.results import append_csv, read_csv_rows, write_json, write_npz
 from fedsim.rundir import RunFolder
@@ -113,9 +114,8 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
     lrs = config.step_sizes(mei)
     task = make_task(instance, learner)
     fed = config.federation()
-    logged = config.logged_rounds().tolist()
-    epsilon = (dict(zip(logged, fed.dp.epsilons(fed.accounting(config.num_rows), logged)))
-               if fed.dp is not None else None)   # epsilon after each logged round, up front
+    # epsilon after each logged round, up front
+    epsilon = epsilon_by_round(fed, config.num_rows, config.logged_rounds())
     reg = regularizer(learner, instance)
     optimum = oracles.optimal_value(instance, reg)
     if out is not None:   # known before the run: written first
