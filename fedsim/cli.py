@@ -386,8 +386,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from fedsim.bench import format_table, run_bench
 
+    from fedsim.bench import make_config
+
     result = run_bench(args.quick, args.out or Path("runs") / f"bench{'-quick' if args.quick else ''}",
-                       progress=not args.quiet)
+                       progress=not args.quiet, config=make_config(args.quick, args.device))
     print(format_table(result["rows"]))
     for check in result["summary"]["checks"]:
         print(f"{'pass' if check['passed'] else 'FAIL'}  {check['claim']}: "
@@ -533,6 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="K up to 1000, 0.3 s per measurement, no K = 100000 run")
     bench.add_argument("--out", type=Path, default=None,
                        help="results folder (default runs/bench[-quick])")
+    bench.add_argument("--device", choices=("cpu", "gpu", "tpu"), default=None,
+                       help="run every cell on this kind of device (default: what JAX sees "
+                            "first); refused if JAX finds none here. summary.json records the "
+                            "device, its kind and the JAX version")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(handler=_bench)
 

@@ -515,7 +515,12 @@ def privacy_figures(folder: Path, out: Path) -> list[Path]:
 
     colors = _theme()
     rows, summary = _read(folder)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    tasks = [kind for kind in TASK_MEASURES if any(r["kind"] == kind for r in rows)]
+    fig, axes = plt.subplots(1 + bool(tasks), 2, figsize=(11, 4.4 * (1 + bool(tasks))),
+                             squeeze=False)
+    for ax, kind in zip(axes[-1] if tasks else [], tasks):
+        _task_privacy_panel(ax, [r for r in rows if r["kind"] == kind], kind, colors)
+    axes = axes[0]
     ax = axes[0]
     audit = [r for r in rows if r["kind"] == "audit"]
     zs = sorted({float(r["noise_multiplier"]) for r in audit})
@@ -548,10 +553,38 @@ def privacy_figures(folder: Path, out: Path) -> list[Path]:
     ax.set(xscale="log", xlabel=r"$\varepsilon$ (RDP, after the last round)",
            ylabel=r"final gap $J^* - J$", title="what privacy costs (DP-FedAvg, C fixed)")
     _legend(ax)
-    fig.subplots_adjust(wspace=0.3)
+    fig.subplots_adjust(wspace=0.3, hspace=0.55)
     table = out / "privacy_table.md"
     table.write_text(privacy_table(rows))
     return _save(fig, out, "privacy") + [table]
+
+
+# the privacy sweep's task cells: (measure, its axis label)
+TASK_MEASURES = {"movielens": ("accuracy", "MovieLens held-out accuracy"),
+                 "imdb": ("reward", "IMDb reward (global, last round)")}
+
+
+def _task_privacy_panel(ax, rows: list[dict], kind: str, colors) -> None:
+    """A task's measure against epsilon, one curve per (q, T), its run without DP dotted."""
+    measure, label = TASK_MEASURES[kind]
+    settings = sorted({(float(r["rate"]), int(r["rounds"])) for r in rows}, reverse=True)
+    for i, (q, T) in enumerate(settings):
+        sel = [r for r in rows if (float(r["rate"]), int(r["rounds"])) == (q, T)]
+        private = [r for r in sel if r["epsilon"] != ""]
+        base = [float(r[measure]) for r in sel if r["epsilon"] == ""]
+        name = f"K = {sel[0]['clients']}, q = {q:g}, T = {T}"
+        if private:
+            xs, mean, half = _curves(private, ("kind",), x="epsilon", y=measure)[(kind,)]
+            ax.errorbar(xs, mean, yerr=half, fmt="o-", color=colors[i], ms=4, capsize=3,
+                        label=f"{name}: DP-FedAvg (mean, 95% CI)")
+        if base:
+            ax.axhline(np.mean(base), color=colors[i], ls=":", lw=1.2, label=f"{name}: no DP")
+    ax.set(xscale="log", xlabel=r"$\varepsilon$ (RDP, after the last round)", ylabel=label,
+           title=f"{kind}: what privacy costs (adaptive clipping)")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())   # a decade or less: no crowded labels
+    _legend(ax)
 
 
 def privacy_table(rows: list[dict]) -> str:
@@ -582,6 +615,23 @@ def privacy_table(rows: list[dict]) -> str:
             out.append(f"| {regime} | {first['clients']} | {float(first['rate']):g} | "
                        f"{first['rounds']} | {'none' if z == '' else z} | {eps} | "
                        f"{ci(r['gap'] for r in cell)} |")
+    for kind, (measure, label) in TASK_MEASURES.items():
+        sel = [r for r in rows if r["kind"] == kind]
+        if not sel:
+            continue
+        extra = ["sentiment"] if kind == "imdb" else []
+        out += ["", f"| {kind}: K | q | T | z | ε (RDP) | {measure} (mean ± 95% CI) |"
+                + "".join(f" {e} |" for e in extra), "|---" * (6 + len(extra)) + "|"]
+        for key in sorted({(float(r["rate"]), int(r["rounds"]), r["noise_multiplier"])
+                           for r in sel}, key=lambda k: (-k[0], k[1], -1 if k[2] == ""
+                                                         else float(k[2]))):
+            cell = [r for r in sel if (float(r["rate"]), int(r["rounds"]),
+                                       r["noise_multiplier"]) == key]
+            q, T, z = key
+            eps = "∞ (no DP)" if z == "" else f"{float(cell[0]['epsilon']):.3g}"
+            out.append(f"| {cell[0]['clients']} | {q:g} | {T} | {'none' if z == '' else z} | "
+                       f"{eps} | {ci(r[measure] for r in cell)} |"
+                       + "".join(f" {ci(r[e] for r in cell)} |" for e in extra))
     return "\n".join(out) + "\n"
 
 

@@ -73,9 +73,12 @@ def _compare_vmapped_with_loop(dtype):
     frozen, scoring, data, hp = _setup(dtype)
     state, _ = _run("local", rounds=1, dtype=dtype)
     assert jax.tree.leaves(state.clients.params)[0].dtype == dtype
+    # one compilation for every client (called op by op, ppo_round's scans are slow to run)
+    reference = jax.jit(lambda prompts, lam, key: ppo_round(scoring, SPEC, frozen, prompts, lam,
+                                                            key)[0])
     for k in range(K):
         key = K_.client_step_key(K_.client_round_key(jax.random.key(7), 0, k), 0)
-        expected, _ = ppo_round(scoring, SPEC, frozen, data.prompts[k, 0], hp.lam[k], key)
+        expected = reference(data.prompts[k, 0], hp.lam[k], key)
         got = jax.tree.map(lambda x: x[k], state.clients.params)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=0)
@@ -215,15 +218,17 @@ def test_quick_run_end_to_end_on_the_shared_sample(tmp_path, monkeypatch):
     monkeypatch.delenv("FEDSIM_DATA", raising=False)
     out = tmp_path / "run"
     data = [] if SAMPLE.exists() else ["--dataset", "synthetic"]
+    # the pipeline, not the model's quality; isolated PPO is checked through the engine above
+    data += ["--pretrain-steps", "100", "--algorithm", "fedrlhf"]
     done = subprocess.run([sys.executable, "-m", "fedsim", "run", "imdb", "--quick", "--quiet",
                            "--cache", str(tmp_path / "cache"), "--out", str(out), *data],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["results"]) == {"fedrlhf", "isolated"}
+    assert set(summary["results"]) == {"fedrlhf"}
     assert 0.5 < summary["classifier_held_out_accuracy"] <= 1
     lines = (out / "samples.jsonl").read_text().splitlines()
-    assert len(lines) == 2 * 3 * 5 * 8   # algorithms x rounds 0..2 x clients x prompts
+    assert len(lines) == 3 * 5 * 8   # rounds 0..2 x clients x prompts
     sample = json.loads(lines[0])
     assert set(sample) == {"algorithm", "seed", "round", "client", "lam", "prompt", "response",
                            "reward", "sentiment", "fluency"}
@@ -233,7 +238,7 @@ def test_quick_run_end_to_end_on_the_shared_sample(tmp_path, monkeypatch):
     # every client's own PPO statistics, from round 1 (round 0 is the pre-trained model)
     with open(out / "clients.csv") as f:
         client_rows = list(csv.DictReader(f))
-    trained = [r for r in client_rows if r["round"] == "1" and r["algorithm"] == "isolated"]
+    trained = [r for r in client_rows if r["round"] == "1"]
     assert len(trained) == 5 and len({r["value_loss"] for r in trained}) == 5
     assert all(r["value_loss"] == "" for r in client_rows if r["round"] == "0")
     assert TK.load(out / "tokenizer.json").size == summary["vocabulary"]
@@ -246,7 +251,7 @@ def test_quick_run_end_to_end_on_the_shared_sample(tmp_path, monkeypatch):
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads((out / "summary.json").read_text())
-    assert resumed["algorithms_reused"] == 2 and resumed["results"] == summary["results"]
+    assert resumed["algorithms_reused"] == 1 and resumed["results"] == summary["results"]
     assert (out / "samples.jsonl").read_text().splitlines() == lines
     drawn = subprocess.run([sys.executable, "-m", "fedsim", "figures", "--results", str(out),
                             "--out", str(tmp_path / "figures")], capture_output=True, text=True)

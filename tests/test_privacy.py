@@ -336,7 +336,9 @@ def test_movielens_dp_fedavg_reports_the_accountants_epsilon_per_round():
     assert by_round[("local", 2)] == ""   # the baselines run without DP
     fedavg = out["summary"]["results"][0]
     assert fedavg["privacy"]["sampling"] == "poisson" and 0 <= fedavg["test"]["accuracy"][0] <= 1
-    for model in ("global", "personal"):
+    # 8 of the data's users were clients: the others are the user-level attack's non-members
+    assert out["summary"]["users_not_drawn"] > 0
+    for model in ("global", "personal", "user_level"):
         for attack in ("loss", "calibrated"):
             auc_mean, _ = fedavg["membership"][model][attack]["auc"]
             assert 0 <= auc_mean <= 1
@@ -362,6 +364,20 @@ def test_membership_attack_metrics_separate_what_they_should():
     users = attack_scores(sign * (offset + noisy + 0.5), label, mask,
                           sign * (offset + rng.normal(size=(50, 20))), label, mask)
     assert auc(*users["calibrated"]) > auc(*users["loss"])
+    # user level: 100 member users fitted a little better than 100 others, each rating 20 of
+    # 300 movies of very different difficulty; the per-movie calibration removes that spread
+    from fedsim.privacy.membership import user_attack_scores
+
+    difficulty = rng.exponential(3.0, 300)
+    user = np.repeat(np.arange(200), 20)
+    movie = rng.integers(0, 300, user.size)
+    member = np.arange(200) < 100
+    loss = difficulty[movie] + 0.3 * rng.normal(size=user.size) - 0.2 * member[user]
+    scored = user_attack_scores(user, movie, loss, member)
+    assert [len(part) for part in scored["loss"]] == [100, 100]
+    assert auc(*scored["calibrated"]) > 0.95 > 0.8 > auc(*scored["loss"]) > 0.5
+    same = user_attack_scores(user, movie, loss + 0.2 * member[user], member)
+    assert abs(auc(*same["calibrated"]) - 0.5) < 0.12   # no membership signal: chance
 
 
 def test_the_privacy_sweeps_checkers_fail_on_violating_results():
@@ -383,3 +399,44 @@ def test_the_privacy_sweeps_checkers_fail_on_violating_results():
     assert not blind[0].passed and blind[1].passed
     broken, _ = summarize(config, results(ceiling, 3.5, 3.0))   # the audit beats the accountant
     assert good[1].passed and not broken[1].passed
+
+
+def test_the_privacy_sweeps_task_cells_and_their_figure(tmp_path):
+    """A MovieLens cell of the full sweep (small synthetic data here), then the figure and
+    table drawn from rows on disk, task panels included."""
+    from figures import privacy_figures
+    from fedsim.results import write_csv, write_json
+    from sweeps.privacy import COLUMNS, make_config, run_cell
+
+    config = make_config(False)
+    config["movielens"] |= {"seeds": 2, "count_std": 1.0,   # 4 expected participants
+                            "run": {"dataset": "synthetic", "clients": 8, "local_epochs": 1}}
+    private = run_cell(config, {"kind": "movielens", "rate": 0.5, "z": 1.0, "rounds": 2})
+    assert [r["seed"] for r in private["rows"]] == [0, 1]
+    expected = accounting.epsilons(1.0, accounting.Sampling("poisson", 8, 0.5), [2], 1e-5)[0]
+    assert private["info"]["epsilon"] == pytest.approx(expected)
+    assert all(0 <= r["accuracy"] <= 1 and r["regime"] == "sampled" for r in private["rows"])
+    rows = private["rows"] + [r | {"noise_multiplier": "", "epsilon": "", "accuracy": 0.6}
+                              for r in private["rows"]]   # as the run without DP writes
+    for z, eps in ((0.0, ""), (1.0, 19.0)):
+        rows += [{"kind": "audit", "noise_multiplier": z, "epsilon": eps or "inf", "seed": s,
+                  "audit_epsilon_lower": 1.0 + 0.1 * s} for s in range(3)]
+    for z, eps, gap in (("", "", 0.2), (1.0, 3.0, 0.3)):
+        rows += [{"kind": "utility", "regime": "fedrlhf", "clients": 5, "rate": 1.0,
+                  "rounds": 30, "noise_multiplier": z, "epsilon": eps, "gap": gap + 0.01 * s,
+                  "seed": s} for s in range(3)]
+    for z, eps, reward in (("", "", 0.4), (1.0, 12.3, 0.35)):
+        rows += [{"kind": "imdb", "regime": "all", "clients": 5, "rate": 1.0, "rounds": 5,
+                  "noise_multiplier": z, "epsilon": eps, "reward": reward + 0.01 * s,
+                  "sentiment": 0.5, "seed": s} for s in range(3)]
+    write_json(tmp_path / "summary.json", {"sweep": "privacy"})
+    write_json(tmp_path / "config.json", {"delta": 1e-5})
+    tabular = [{c: "" for c in COLUMNS} | r for r in rows if r["kind"] in ("audit", "utility")]
+    write_csv(tmp_path / "metrics.csv", COLUMNS, tabular)   # the quick sweep: no task panels
+    assert "movielens" not in privacy_figures(tmp_path, tmp_path)[-1].read_text()
+    write_csv(tmp_path / "metrics.csv", COLUMNS, [{c: "" for c in COLUMNS} | r for r in rows])
+    written = privacy_figures(tmp_path, tmp_path)
+    table = (tmp_path / "privacy_table.md").read_text()
+    assert "| movielens: K | q | T | z |" in table and "| imdb: K |" in table
+    assert "| 5 | 1 | 5 | 1 | 12.3 | 0.36 ± 0.025 | 0.5 ± 0 |" in table
+    assert all(p.stat().st_size > 1000 for p in written if p.suffix != ".md")

@@ -108,12 +108,17 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_the_first_is_intact(tmp_
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "config.json").exists():
         time.sleep(0.05)
-    for extra in ([], ["--seed", "1"]):   # the same configuration, and another one
-        second = subprocess.run([sys.executable, "-m", "fedsim", *LONG, "--out", str(out), *extra],
-                                capture_output=True, text=True, timeout=120)
-        assert second.returncode == 2, second.stderr
-        assert "is in use by another run (pid" in second.stderr and str(first.pid) in second.stderr
-        assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
+    os.kill(first.pid, signal.SIGSTOP)   # still running, however fast it would have finished
+    try:
+        for extra in ([], ["--seed", "1"]):   # the same configuration, and another one
+            second = subprocess.run([sys.executable, "-m", "fedsim", *LONG, "--out", str(out),
+                                     *extra], capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2, second.stderr
+            assert ("is in use by another run (pid" in second.stderr
+                    and str(first.pid) in second.stderr)
+            assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     assert first.wait(timeout=300) == 0, first.stderr.read()
     for name in OUTPUTS:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
@@ -248,17 +253,18 @@ def test_an_interrupted_run_resumes_to_the_same_bytes(tmp_path, signum, referenc
 
 
 def test_ctrl_c_at_random_moments_never_gives_a_traceback_or_a_crash(tmp_path):
-    """20 runs, each sent SIGINT at a moment drawn uniformly over a whole run (start-up,
+    """12 runs, each sent SIGINT at a moment drawn uniformly over a whole run (start-up,
     compilation, rounds, writing); each exits cleanly (0 if it had finished, else 130 with one
-    line); three of the interrupted ones then resume to the uninterrupted run's bytes."""
+    line); two of the interrupted ones then resume to the uninterrupted run's bytes."""
     args = ["run", "tabular", "--clients", "3", "--states", "4", "--actions", "3", "--rounds",
             "3000", "--log-every", "20", "--quiet"]
-    start = time.time()
     assert fedsim(*args, "--out", tmp_path / "timing").wait(timeout=300) == 0
+    start = time.time()   # timed once its programs are in the tests' compilation cache
+    assert fedsim(*args, "--out", tmp_path / "timed").wait(timeout=300) == 0
     duration = time.time() - start
     rng = random.Random(0)
     outcomes = []
-    for pair in range(10):   # two at a time (CI has 2 cores)
+    for pair in range(6):   # two at a time (CI has 2 cores)
         runs = []
         for i in range(2):
             out = tmp_path / f"run{2 * pair + i}"
@@ -275,8 +281,8 @@ def test_ctrl_c_at_random_moments_never_gives_a_traceback_or_a_crash(tmp_path):
                 assert err.count("\n") == 1 and err.startswith("fedsim: interrupted: "), err
             outcomes.append((round(moment, 2), code, out))
     interrupted = [o for o in outcomes if o[1] == 130]
-    assert len(interrupted) >= 5, outcomes   # the moments did land inside the runs
-    for _, _, out in interrupted[::max(1, len(interrupted) // 3)][:3]:
+    assert len(interrupted) >= 3, outcomes   # the moments did land inside the runs
+    for _, _, out in interrupted[::max(1, len(interrupted) // 2)][:2]:
         again = subprocess.run([sys.executable, "-m", "fedsim", *args, "--out", str(out)],
                                capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stderr

@@ -9,12 +9,14 @@ checks of issue 4) and config.json to the output folder, and prints the table.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
 
 from fedsim.bench import workloads as W
+from fedsim.errors import ConfigError, check_choice
 from fedsim.interrupt import stop_if_requested
 from fedsim.results import write_csv, write_json
 from fedsim.rundir import RunFolder
@@ -23,9 +25,13 @@ COLUMNS = ["workload", "mode", "K", "client_block", "rounds", "client_steps", "s
            "env_steps_per_s", "compile_s", "peak_rss_mb", "vectorized_speedup"]
 
 
-def make_config(quick: bool) -> dict:
+# --device: the JAX platforms a cell's process may use (JAX_PLATFORMS); None: what JAX sees
+DEVICES = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
+
+
+def make_config(quick: bool, device: str | None = None) -> dict:
     return {
-        "quick": quick,
+        "quick": quick, "device": device,
         "clients": [1, 10, 100, 1000] if quick else [1, 10, 100, 1000, 10000],
         "neural_clients": [10, 100] if quick else [10, 100, 1000],   # W3
         "large_clients": [] if quick else [100000],   # vectorized W1 only: memory at scale
@@ -64,7 +70,8 @@ def run_cell(cell: dict) -> dict:
     # A session of its own: Ctrl-C in the terminal reaches only this process, which stops
     # after the cell in progress, instead of killing the measurement half-way.
     done = subprocess.run([sys.executable, "-m", "fedsim.bench.cell", json.dumps(cell)],
-                          capture_output=True, text=True, start_new_session=True)
+                          capture_output=True, text=True, start_new_session=True,
+                          env=_device_env(cell.get("device")))
     if done.returncode != 0:
         raise RuntimeError(f"benchmark cell {cell} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -76,6 +83,30 @@ def run_cell(cell: dict) -> dict:
     env = W.env_steps_per_client_step(cell["workload"])
     row["env_steps_per_s"] = row["client_steps_per_s"] * env if env else ""
     return row
+
+
+def _device_env(device: str | None) -> dict:
+    env = dict(os.environ)
+    if device is not None:
+        env["JAX_PLATFORMS"] = DEVICES[device]
+    return env
+
+
+def check_device(device: str | None) -> dict:
+    """{"platform", "device", "jax"} of the device the cells will run on, from a process of
+    their kind; a --device that JAX cannot find here is refused before anything runs."""
+    if device is not None:
+        check_choice("device", device, tuple(DEVICES))
+    probe = ("import json, jax; d = jax.devices()[0]; print(json.dumps({'platform': "
+             "d.platform, 'device': d.device_kind, 'count': jax.device_count(), "
+             "'jax': jax.__version__}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=_device_env(device))
+    if done.returncode != 0:
+        raise ConfigError("device", device, "is not available to JAX on this machine ("
+                          + (done.stderr.strip().splitlines() or ["no error text"])[-1][:200]
+                          + "); omit --device to use what JAX sees")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def add_speedups(rows: list[dict]) -> None:
@@ -147,9 +178,10 @@ def run_bench(quick: bool, out: Path, progress: bool = True, config: dict | None
     from tqdm.auto import tqdm
 
     config = config or make_config(quick)
+    device = check_device(config.get("device"))
     with RunFolder(out, config) as folder:
         out, rows = folder.path, []
-        cells = plan(config)
+        cells = [cell | {"device": config.get("device")} for cell in plan(config)]
         with tqdm(cells, desc="bench", unit="cell", disable=not progress) as bar:
             for cell in bar:
                 rows.append(run_cell(cell))
@@ -160,6 +192,8 @@ def run_bench(quick: bool, out: Path, progress: bool = True, config: dict | None
         checks = acceptance(rows, config)
         summary = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                                "python": platform.python_version()},
+                   # where the cells ran: JAX's platform and device kind, and its version
+                   "device": device,
                    "checks": checks, "passed": all(c["passed"] for c in checks)}
         write_json(out / "summary.json", summary)
     return {"rows": rows, "summary": summary}

@@ -4,8 +4,9 @@ Several lambdas run in one call (one compilation per algorithm): the personalisa
 trade-off. Writes config.json, metrics.csv (algorithm, lam, seed, round, split: accuracy,
 AUC, mean and median per-client figures), clients.csv (per client and round: accuracy,
 Spearman, the personal model's accuracy and its gain) and summary.json ("results": final
-figures per algorithm and lambda with 95% confidence intervals over seeds; the user-majority
-baseline; timings).
+figures per algorithm and lambda with 95% confidence intervals over seeds, membership
+inference on the last round's models (fedsim.privacy.membership: per rating, and per user
+when --clients leaves some of the data's users out); the user-majority baseline; timings).
 
 Splits: "test", each user's held-out test ratings; "train", the training ratings, for
 comparison with the authors, who measured on the training split; "val", for model
@@ -35,20 +36,24 @@ from fedsim.movielens import data as D
 from fedsim.movielens.clients import ClientData, group_users, make_clients, select_users
 from fedsim.movielens.config import MovieLensRunConfig
 from fedsim.movielens.metrics import evaluate_scores
-from fedsim.movielens.task import MovieLensHParams, init_params, make_task, num_params
-from fedsim.privacy.membership import evaluate_attacks
+from fedsim.movielens.task import (MovieLensHParams, init_params, make_task, movie_inputs,
+                                   num_params, public_scores)
+from fedsim.privacy.membership import (attack_scores, evaluate_attacks, rating_losses,
+                                       user_attack_scores)
 from fedsim.privacy.settings import epsilon_by_round, privacy_record
 from fedsim.provenance import MOVIELENS, code_fingerprint
 from fedsim.results import mean_ci, read_json, write_csv, write_json
 from fedsim.rundir import RunFolder
 
-# Reported splits: (model scores, labels, mask). "taste": the test ratings labelled by the
-# users' taste-biased preference (clients.py), the personalisation side of the trade-off.
-# whose scores the membership attacks read: the released global parameters alone (no private
-# user embedding), and each client's own personal model; (members' scores, non-members')
+# The models whose scores the rating-level membership attacks read, (members' scores,
+# non-members'): the released global parameters alone (no private user embedding), and each
+# client's own personal model. The user-level attack reads the global one (_user_level).
 MEMBERSHIP_MODELS = {"global": ("train_score_public", "test_score_public"),
                      "personal": ("train_score_personal", "test_score_personal")}
-SPLITS = {   # name: (model scores, the part of the ratings, its labels)
+# Reported splits: (model scores, the part of the ratings, its labels). "taste": the test
+# ratings labelled by the users' taste-biased preference (clients.py), the personalisation
+# side of the trade-off.
+SPLITS = {
     "test": ("test_score", "test", "label"),
     "test_personal": ("test_score_personal", "test", "label"),
     "taste": ("test_score", "test", "taste_label"),
@@ -89,7 +94,7 @@ def _compile(task, fed: Federation, params0, keys, data, weights, hparams, lrs, 
 
     def one(params0, key, data, weights, hparams):
         state, metrics = train(params0, data, weights, hparams, key, lrs, jnp.asarray(checkpoints))
-        return state.nonfinite_round, metrics
+        return state.nonfinite_round, metrics, state.params
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None))).lower(
         params0, keys, data, weights, hparams).compile()
@@ -136,6 +141,7 @@ class _Problem(NamedTuple):
     task: object
     init: object           # key -> the Q-network's initial parameters
     checkpoints: np.ndarray
+    public_score: object   # (global parameters, movies) -> scores (task.public_scores)
 
 
 def _prepare(config: MovieLensRunConfig) -> _Problem:
@@ -158,8 +164,10 @@ def _prepare(config: MovieLensRunConfig) -> _Problem:
     check_fits(estimate_memory(config, clients,
                                num_params(ratings.num_movies, inputs_dim, config.model),
                                len(checkpoints)))
+    inputs = jnp.asarray(movie_inputs(ratings.genres, ratings.year, config.model))
+    public_score = lambda params, movie: public_scores(net, inputs, params, movie)
     return _Problem(ratings, groups, clients, config.local_epochs * steps_per_epoch,
-                    steps_per_epoch, task, init, checkpoints)
+                    steps_per_epoch, task, init, checkpoints, public_score)
 
 
 def _run(config: MovieLensRunConfig, problem: _Problem, out: Path | None, progress: bool,
@@ -179,8 +187,8 @@ def _run(config: MovieLensRunConfig, problem: _Problem, out: Path | None, progre
         for algorithm, lam in bar:
             cell = cache.load(algorithm, lam)
             if cell is None:
-                cell = _run_cell(config, problem.task, algorithm, lam, compiled, E, params0,
-                                 keys, data, weights, lrs, problem.checkpoints, clients, groups)
+                cell = _run_cell(config, problem, algorithm, lam, compiled, params0, keys,
+                                 data, weights, lrs)
                 cache.save(cell)
             done.append(cell)
             if out is not None:   # what is finished is readable as it goes
@@ -191,6 +199,8 @@ def _run(config: MovieLensRunConfig, problem: _Problem, out: Path | None, progre
     summary = {"experiment": "movielens", "results": [c["result"] for c in done]}
     summary.update({
         "clients": len(groups), "users": int(sum(len(g) for g in groups)),
+        # the data's users who were never clients: the user-level attack's non-members
+        "users_not_drawn": ratings.num_users - int(sum(len(g) for g in groups)),
         "local_steps_per_round": E, "steps_per_epoch": problem.steps_per_epoch,
         "user_majority_test_accuracy": user_majority_accuracy(clients),
         "ratings": int(len(ratings.user)), "source": ratings.source,
@@ -216,6 +226,21 @@ CLIENT_COLUMNS = ["algorithm", "lam", "seed", "round", "client", "users", "test_
 def _write_tables(out: Path, cells: list[dict]) -> None:
     write_csv(out / "metrics.csv", METRICS_COLUMNS, [r for c in cells for r in c["rows"]])
     write_csv(out / "clients.csv", CLIENT_COLUMNS, [r for c in cells for r in c["client_rows"]])
+
+
+def _user_level(problem: _Problem, final_params) -> list[dict] | None:
+    """Per seed, the user-level attack's scores (fedsim.privacy.membership.user_attack_scores)
+    on the released global parameters: members are the clients' users, non-members the
+    data's users who were not drawn (none without --clients below the data's users)."""
+    ratings = problem.ratings
+    member = np.zeros(ratings.num_users, bool)
+    member[np.concatenate(problem.groups)] = True
+    if member.all():
+        return None
+    score = jax.jit(jax.vmap(problem.public_score, (0, None)))(final_params,
+                                                               jnp.asarray(ratings.movie))
+    losses = rating_losses(np.asarray(score), ratings.label)
+    return [user_attack_scores(ratings.user, ratings.movie, loss, member) for loss in losses]
 
 
 class _Cells:
@@ -244,23 +269,25 @@ class _Cells:
                        {**cell, "code": self.code})
 
 
-def _run_cell(config, task, algorithm, lam, compiled, E, params0, keys, data, weights, lrs,
-              checkpoints, clients, groups) -> dict:
+def _run_cell(config, problem: _Problem, algorithm, lam, compiled, params0, keys, data, weights,
+              lrs) -> dict:
     """One algorithm at one lambda, all training seeds: rows, client rows and the result."""
+    clients, groups, checkpoints = problem.clients, problem.groups, problem.checkpoints
     start = time.perf_counter()
     hparams = HParams(MovieLensHParams(jnp.full(weights.shape, lam, jnp.float32)))
-    fed = config.federation(algorithm, E, weights.shape[0])
+    fed = config.federation(algorithm, problem.local_steps, weights.shape[0])
     epsilon = epsilon_by_round(fed, weights.shape[0], checkpoints)
     if algorithm not in compiled:   # one compilation per algorithm serves every lambda
-        compiled[algorithm] = _compile(task, fed, params0, keys, data, weights, hparams, lrs,
-                                       checkpoints)
+        compiled[algorithm] = _compile(problem.task, fed, params0, keys, data, weights, hparams,
+                                       lrs, checkpoints)
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
-    nonfinite, metrics = jax.block_until_ready(compiled[algorithm](params0, keys, data, weights,
-                                                                   hparams))
+    nonfinite, metrics, final_params = jax.block_until_ready(
+        compiled[algorithm](params0, keys, data, weights, hparams))
     run_s = time.perf_counter() - start
     raise_if_nonfinite(nonfinite)
     metrics = jax.device_get(metrics).clients
+    users = _user_level(problem, final_params)
     cell = {"algorithm": algorithm, "lam": lam}
     rows, client_rows, final, selected, membership = [], [], {}, [], {}
     for s in range(config.num_seeds):
@@ -293,12 +320,15 @@ def _run_cell(config, task, algorithm, lam, compiled, E, params0, keys, data, we
                 for name, f in figures.items():
                     final.setdefault(name, []).append(f)
         selected.append(best_val)
-        last = len(checkpoints) - 1
+        last, scored = len(checkpoints) - 1, {}
         for model, (train_score, test_score) in MEMBERSHIP_MODELS.items():
-            attacks = evaluate_attacks(
+            scored[model] = attack_scores(
                 metrics[train_score][s, last], clients.train.label, clients.train.mask,
                 metrics[test_score][s, last], clients.test.label, clients.test.mask)
-            for attack, figures in attacks.items():
+        if users is not None:   # was this user a client at all?
+            scored["user_level"] = users[s]
+        for model, scores in scored.items():
+            for attack, figures in evaluate_attacks(scores).items():
                 for name, value in figures.items():
                     membership.setdefault(model, {}).setdefault(attack, {}).setdefault(
                         name, []).append(value)

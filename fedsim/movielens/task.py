@@ -38,8 +38,6 @@ from fedsim.movielens.config import ModelSpec
 from fedsim.errors import require
 
 
-
-
 def movie_inputs(genres: np.ndarray, year: np.ndarray | None, spec: ModelSpec) -> np.ndarray:
     """The Q-network's movie features: the genres, and with spec.year the release year
     standardised over the movies whose year is known (0, the mean, where it is not)."""
@@ -196,6 +194,14 @@ def make_task(num_movies: int, genres: np.ndarray, spec: ModelSpec,
 
     return Task(init_private, direction, evaluate, client_optimizer, init_personal,
                 optax.adam(spec.private_lr)), net
+
+
+def public_scores(net: QNetwork, inputs: jax.Array, params, movie) -> jax.Array:
+    """The recommendation score of each movie from the released global parameters alone, as
+    an outsider computes it: no user embedding (zeros) and no action bias. inputs: the
+    movies' features (movie_inputs)."""
+    q = net.apply(params, movie, inputs[movie], jnp.zeros(net.dim))
+    return q[..., 0] - q[..., 1]
 
 
 def num_params(num_movies: int, inputs_dim: int, spec: ModelSpec) -> int:

@@ -1,5 +1,5 @@
 """Membership inference on MovieLens: does a model reveal whether a rating was in a user's
-training split?
+training split, and whether a user was a client at all?
 
 Members are a user's training ratings, non-members its held-out test ratings (the same users,
 the same movies' distribution, a random 80/20 split per user). Two attacks score each rating:
@@ -10,6 +10,10 @@ the same movies' distribution, a random 80/20 split per user). Two attacks score
   calibrated  the same minus the user's mean over all its candidate ratings (a per-user
               reference, so that users the model fits well overall are not all called
               members; Watson et al. 2022 calibrate by difficulty the same way).
+
+At the user level (`user_attack_scores`), members are the users who were clients and
+non-members users of the same data who never were; each user is scored by the model's mean
+loss over all of its ratings (what an attacker holding the user's data computes).
 
 Reported: the AUC of the member / non-member scores (0.5: no leakage) and the TPR at 1% FPR
 (the threshold at the non-members' 99th percentile; Carlini et al. 2022's low-FPR view).
@@ -56,7 +60,27 @@ def attack_scores(train_score, train_label, train_mask, test_score, test_label, 
                            (nonmember - mean[:, None])[test_mask])}
 
 
-def evaluate_attacks(*parts) -> dict:
-    """{attack: {"auc", "tpr_at_1pct_fpr"}} for the arrays of `attack_scores`."""
+def user_attack_scores(user, movie, loss, member) -> dict:
+    """{attack: (member users' scores, non-member users' scores)}: was this user a client at
+    all? user, movie, loss: (N,) per rating of every scored user; member: (U,) bool per user
+    index (users without ratings are left out).
+
+      loss        minus the user's mean rating loss under the model;
+      calibrated  the same after subtracting each movie's mean loss over every scored rating
+                  (its difficulty), so that users of easy movies are not all called members.
+    """
+    user, movie = np.asarray(user), np.asarray(movie)
+    loss, member = np.asarray(loss, float), np.asarray(member, bool)
+    count = np.bincount(user, minlength=len(member))
+    per_user = lambda values: np.bincount(user, values, len(member)) / np.maximum(count, 1)
+    difficulty = np.bincount(movie, loss) / np.maximum(np.bincount(movie), 1)
+    scored = count > 0
+    return {name: (s[member & scored], s[~member & scored]) for name, s in (
+        ("loss", -per_user(loss)), ("calibrated", -per_user(loss - difficulty[movie])))}
+
+
+def evaluate_attacks(scores: dict) -> dict:
+    """{attack: {"auc", "tpr_at_1pct_fpr"}} for {attack: (member scores, non-member scores)}
+    (`attack_scores`, `user_attack_scores`)."""
     return {name: {"auc": auc(m, n), "tpr_at_1pct_fpr": tpr_at_fpr(m, n)}
-            for name, (m, n) in attack_scores(*parts).items()}
+            for name, (m, n) in scores.items()}

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass
 
 from fedsim.choices import ACCOUNTANTS, SAMPLINGS
-from fedsim.errors import check_int, check_real, require
+from fedsim.errors import check_int, require
 from fedsim.options import FLAG, count, option
 
 PRIVACY = ("privacy (DP-FedAvg with fedavg or fedprox: clipping, noise, accounting with "
@@ -68,12 +68,11 @@ class PrivacyOptions:
         return self.dp_clip is not None or self.dp_adaptive_clip
 
     def validate(self, num_clients: int) -> "PrivacyOptions":
-        if self.dp_clip is not None:
-            check_real("dp_clip", self.dp_clip, 0.0, lo_open=True)
         if self.dp_enabled:
             require((self.dp_noise is None) != (self.target_epsilon is None), "dp_noise",
                     self.dp_noise, "give exactly one of --dp-noise and --target-epsilon with "
                     "DP-FedAvg")
+            self.settings()   # the ranges of C, z, delta, ... (DPSettings.validate)
         else:
             for name in ("dp_noise", "target_epsilon", "dp_count_std"):
                 require(getattr(self, name) is None, name, getattr(self, name),

@@ -157,15 +157,23 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
     final_J = saver.final_J if saver else None
     num_clients = instance.num_clients
     all_rows = read_csv_rows(out / "metrics.csv") if first_chunk else []
+    # this attempt's seconds: the compiled rounds, their metrics' transfer to the host, and
+    # the host's work on them (rows, files, progress)
+    timing = {"compute": 0.0, "transfer": 0.0, "host": 0.0}
     with _progress_bar(config.rounds, done, progress) as bar:
         for i in range(first_chunk, len(groups)):
             stops = checkpoints[starts[i]:starts[i] + groups[i]]
             start = time.perf_counter()
-            states, metrics = compiled[groups[i]](states, data, weights, hparams, run_keys,
-                                                  lrs_device, jnp.asarray(stops), jnp.int32(done))
+            states, metrics = jax.block_until_ready(compiled[groups[i]](
+                states, data, weights, hparams, run_keys, lrs_device, jnp.asarray(stops),
+                jnp.int32(done)))
+            computed = time.perf_counter()
             raise_if_nonfinite(to_host(states.nonfinite_round))  # at the end of the chunk
             metrics = to_host(metrics)
-            run_s += time.perf_counter() - start
+            transferred = time.perf_counter()
+            timing["compute"] += computed - start
+            timing["transfer"] += transferred - computed
+            run_s += transferred - start
             final_J = metrics.round["J"][:, -1]
             bar.update(int(stops[-1]) - done)
             done = int(stops[-1])
@@ -177,6 +185,7 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
                            last=i + 1 == len(groups))
                 stop_if_requested(f"stopped after round {done} of {config.rounds}; saved in "
                                   f"{out}; run the same command to resume")
+            timing["host"] += time.perf_counter() - transferred
 
     client_steps = config.rounds * config.local_steps * fed.num_participants(num_clients)
     summary = {
@@ -186,6 +195,9 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
         "mei_step_size": mei, "horizon": learner.horizon_for(instance.gamma),
         "compile_seconds": compile_s, "run_seconds": run_s,
         "client_steps_per_second": client_steps * len(seeds) / max(run_s, 1e-12),
+        "timing_this_attempt": {f"{k}_seconds": v for k, v in timing.items()} | {
+            "overhead_fraction": (timing["transfer"] + timing["host"])
+            / max(sum(timing.values()), 1e-12)},
     }
     if fed.dp is not None:
         summary.update(privacy_summary(fed, config, epsilon[int(checkpoints[-1])], states,
