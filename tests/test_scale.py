@@ -252,7 +252,8 @@ def test_two_processes_with_jax_distributed_equal_one_process(tmp_path):
     for w, (_, err) in zip(workers, outputs):
         assert w.returncode == 0, err[-3000:]
     assert "results in" in outputs[0][0] and "results in" not in outputs[1][0]
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    # the same compiler options as the two processes (the suite's), plus two host devices
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
     one = subprocess.run([sys.executable, "-m", "fedsim.cli", "run", "tabular", *args,
                           "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True,
                          timeout=300)
