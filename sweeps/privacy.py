@@ -101,10 +101,11 @@ def _task_privacy(cell: dict, count_std: float | None = None) -> PrivacyOptions:
 
 
 def _task_row(cell: dict, clients: int, seed: int, epsilon, **measured) -> dict:
-    return {column: "" for column in COLUMNS} | {"kind": cell["kind"], "regime": "sampled" if cell["rate"] < 1 else "all",
-            "clients": clients, "rate": cell["rate"], "rounds": cell["rounds"],
-            "noise_multiplier": "" if cell["z"] is None else cell["z"], "seed": seed,
-            "epsilon": "" if epsilon is None else epsilon, **measured}
+    return {column: "" for column in COLUMNS} | {
+        "kind": cell["kind"], "regime": "sampled" if cell["rate"] < 1 else "all",
+        "clients": clients, "rate": cell["rate"], "rounds": cell["rounds"],
+        "noise_multiplier": "" if cell["z"] is None else cell["z"], "seed": seed,
+        "epsilon": "" if epsilon is None else epsilon, **measured}
 
 
 def run_movielens_cell(config: dict, cell: dict) -> dict:
