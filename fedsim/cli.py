@@ -384,9 +384,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from fedsim.bench import format_table, run_bench
-
-    from fedsim.bench import make_config
+    from fedsim.bench import format_table, make_config, run_bench
 
     result = run_bench(args.quick, args.out or Path("runs") / f"bench{'-quick' if args.quick else ''}",
                        progress=not args.quiet, config=make_config(args.quick, args.device))

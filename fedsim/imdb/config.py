@@ -191,11 +191,7 @@ class IMDbRunConfig:
         check_choice("mixing", self.mixing, MIXINGS)
         check_int("seed", self.seed, 0)
         self.privacy.validate(self.clients)
-        require(self.privacy.canaries == 0, "canaries", self.privacy.canaries,
-                "are audited on the tabular task for now (fedsim run tabular --canaries N)")
-        require(not self.privacy.dp_enabled or "fedrlhf" in self.algorithms, "algorithm",
-                list(self.algorithms), "must include fedrlhf with DP-FedAvg (the only one "
-                "that aggregates deltas; the others run without it, as baselines)")
+        self.privacy.check_task(self.algorithms, "fedrlhf")
         if self.privacy.dp_enabled:   # the DP settings, a target epsilon included, checked now
             self.federation("fedavg", self.clients).validate(self.clients)
         return self

@@ -151,11 +151,7 @@ class MovieLensRunConfig:
         check_choice("schedule", self.schedule, LR_SCHEDULES)
         check_int("seed", self.seed, 0)
         check_int("num_seeds", self.num_seeds, 1)
-        require(self.privacy.canaries == 0, "canaries", self.privacy.canaries,
-                "are audited on the tabular task for now (fedsim run tabular --canaries N)")
-        require(not self.privacy.dp_enabled or set(self.algorithms) & set(DELTA_ALGORITHMS),
-                "algorithm", list(self.algorithms), "must include fedavg with DP-FedAvg (the "
-                "others do not aggregate deltas and run without it, as baselines)")
+        self.privacy.check_task(self.algorithms, "fedavg")
         return self
 
     def federation(self, algorithm: str, local_steps: int, num_clients: int):

@@ -141,7 +141,7 @@ class _Problem(NamedTuple):
     task: object
     init: object           # key -> the Q-network's initial parameters
     checkpoints: np.ndarray
-    public_score: object   # (global parameters, movies) -> scores (task.public_scores)
+    public_score: object   # (seeds' global parameters, movies) -> (seeds, movies) scores
 
 
 def _prepare(config: MovieLensRunConfig) -> _Problem:
@@ -165,13 +165,16 @@ def _prepare(config: MovieLensRunConfig) -> _Problem:
                                num_params(ratings.num_movies, inputs_dim, config.model),
                                len(checkpoints)))
     inputs = jnp.asarray(movie_inputs(ratings.genres, ratings.year, config.model))
-    public_score = lambda params, movie: public_scores(net, inputs, params, movie)
+    # every seed's released parameters scored at once (jitted in _run, once for all cells)
+    public_score = jax.vmap(lambda params, movie: public_scores(net, inputs, params, movie),
+                            (0, None))
     return _Problem(ratings, groups, clients, config.local_epochs * steps_per_epoch,
                     steps_per_epoch, task, init, checkpoints, public_score)
 
 
 def _run(config: MovieLensRunConfig, problem: _Problem, out: Path | None, progress: bool,
          wall: float) -> dict:
+    problem = problem._replace(public_score=jax.jit(problem.public_score))
     ratings, groups, clients, E = problem.ratings, problem.groups, problem.clients, problem.local_steps
     data = jax.tree.map(jnp.asarray, clients)
     counts = clients.train.count
@@ -237,8 +240,7 @@ def _user_level(problem: _Problem, final_params) -> list[dict] | None:
     member[np.concatenate(problem.groups)] = True
     if member.all():
         return None
-    score = jax.jit(jax.vmap(problem.public_score, (0, None)))(final_params,
-                                                               jnp.asarray(ratings.movie))
+    score = problem.public_score(final_params, jnp.asarray(ratings.movie))
     losses = rating_losses(np.asarray(score), ratings.label)
     return [user_attack_scores(ratings.user, ratings.movie, loss, member) for loss in losses]
 

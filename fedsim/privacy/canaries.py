@@ -63,3 +63,20 @@ def canary_scores(run_key, num_canaries: int, params0, params) -> jax.Array:
     units = canary_directions(run_key, num_canaries, params0)
     return sum(jnp.tensordot(u.reshape(num_canaries, -1).astype(jnp.float32), m.reshape(-1), 1)
                for u, m in zip(jax.tree.leaves(units), jax.tree.leaves(moved)))
+
+
+def with_canary_rows(tree, canaries: int):
+    """A client-axis pytree with `canaries` copies of client 0's row after the K clients (a
+    canary's own training is never sent: insert_canaries replaces its delta)."""
+    if not canaries:
+        return tree
+    return jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], canaries, 0)]), tree)
+
+
+def canary_weights(p, canaries: int):
+    """p over K clients and n canaries: the clients keep their proportions (scaled by K/(K +
+    n)) and each canary gets 1/(K + n), so its weight reaches DP-FedAvg's cap 1/E."""
+    if not canaries:
+        return p
+    rows = p.shape[0] + canaries
+    return jnp.concatenate([p * (p.shape[0] / rows), jnp.full(canaries, 1.0 / rows, p.dtype)])

@@ -86,6 +86,16 @@ class PrivacyOptions:
                 "need DP-FedAvg's clipping: --dp-clip C (with --dp-noise 0 to audit no noise)")
         return self
 
+    def check_task(self, algorithms, private: str) -> "PrivacyOptions":
+        """For MovieLens and IMDb: no canaries yet, and DP-FedAvg only with `private`, their
+        algorithm that aggregates deltas, among `algorithms` (the others are baselines)."""
+        require(self.canaries == 0, "canaries", self.canaries,
+                "are audited on the tabular task for now (fedsim run tabular --canaries N)")
+        require(not self.dp_enabled or private in algorithms, "algorithm", list(algorithms),
+                f"must include {private} with DP-FedAvg (the only one that aggregates deltas; "
+                "the others run without it, as baselines)")
+        return self
+
     def settings(self):
         """DP-FedAvg's settings (fedsim.privacy.settings.DPSettings), or None without DP."""
         if not self.dp_enabled:

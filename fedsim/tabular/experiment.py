@@ -31,6 +31,7 @@ from fedsim.engine.round import round_draws
 from fedsim.engine.sharding import client_mesh, to_host
 from fedsim.interrupt import requested, stop_if_requested
 from fedsim.memory import FLOAT
+from fedsim.privacy.canaries import canary_weights, with_canary_rows
 from fedsim.privacy.settings import epsilon_by_round
 from fedsim.provenance import SIMULATOR, code_fingerprint
 from fedsim.results import append_csv, read_csv_rows, write_json, write_npz
@@ -234,23 +235,6 @@ CLIENT_COLUMNS = ["seed", "round", "client", "J_client", "J_personal_client"]
 def metric_columns(config: TabularRunConfig) -> list[str]:
     """metrics.csv's columns: DP-FedAvg adds the accountant's epsilon after the round."""
     return METRICS_COLUMNS + (["epsilon"] if config.privacy.dp_enabled else [])
-
-
-def with_canary_rows(tree, canaries: int):
-    """A client-axis pytree with `canaries` copies of client 0's row after the K clients (a
-    canary's own training is never sent: fedsim.privacy.canaries replaces its delta)."""
-    if not canaries:
-        return tree
-    return jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], canaries, 0)]), tree)
-
-
-def canary_weights(p, canaries: int):
-    """p over K clients and n canaries: the clients keep their proportions (scaled by K/(K +
-    n)) and each canary gets 1/(K + n), so its weight reaches DP-FedAvg's cap 1/E."""
-    if not canaries:
-        return p
-    rows = p.shape[0] + canaries
-    return jnp.concatenate([p * (p.shape[0] / rows), jnp.full(canaries, 1.0 / rows, p.dtype)])
 
 
 def privacy_summary(fed, config: TabularRunConfig, epsilon: float, states, run_keys, theta0,
