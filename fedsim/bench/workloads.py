@@ -13,6 +13,14 @@ Modes, all computing the same rounds (the same keys, the same client updates):
     minimal     the same rounds hand-written as one `jax.vmap` over clients inside a
                 `lax.fori_loop` over rounds, with no engine around it: what a JAX user writes
                 for FedAvg with the task's gradient (W1, W2; its blocks as the engine's)
+    drjax       the same round as a DrJAX program (broadcast, map_fn, reduce_weighted_mean)
+                in the same loop (W1, W2; optional extra)
+    solve       minimal's program with the exact gradient from two `jnp.linalg.solve` calls
+                (LAPACK on the CPU) instead of the engine's pivot-free inverse (W1): what a
+                JAX user writes; run with a time limit, since batched small solves have hung
+                XLA's CPU runtime
+    flower      W1 in Flower's simulation engine, numpy clients (fedsim.bench.flower;
+                optional extra, K <= 100)
     loop        the engine's client update (E local steps) jitted once and called in a
                 Python loop over clients; the server averages the stacked results
     loop_step   FedJAX's granularity (`for_each_client` jits one client step): a jitted
@@ -33,13 +41,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedsim.engine import (ClientState, Federation, HParams, Task, make_train, make_trainer,
-                           weighted_sum)
+from fedsim.engine import (ClientState, Direction, Federation, HParams, Task, make_train,
+                           make_trainer, weighted_sum)
 from fedsim.engine import keys as K_
 from fedsim.engine.algorithm import (ascend, client_step, local_steps_of_one_client,
                                      task_objective)
 from fedsim.engine.grid import grid_vmap
-from fedsim.tabular.mdp import TabularInstance, client_data, make_instance
+from fedsim.tabular.mdp import TabularInstance, client_data, make_instance, shaped_reward
 from fedsim.tabular.config import InstanceSpec
 from fedsim.movielens import data as movielens_data
 from fedsim.movielens import task as movielens_task
@@ -55,7 +63,9 @@ LOCAL_STEPS = 5
 STEP_SIZE = 0.5          # W1, W2 (the engine's plain ascent steps)
 NEURAL_STEP_SIZE = 0.01  # W3 (Adam-normalised directions; the MovieLens default)
 NEURAL = "W3"
-MODES = ("vectorized", "minimal", "loop", "loop_step", "numpy")
+MODES = ("vectorized", "minimal", "drjax", "solve", "flower", "loop", "loop_step", "numpy")
+# The modes that need the optional [bench] extra: mode -> the module they import
+OPTIONAL_MODES = {"drjax": "drjax", "flower": "flwr.simulation"}
 
 
 class Problem(NamedTuple):
@@ -71,10 +81,13 @@ class Problem(NamedTuple):
 
 
 def modes_for(workload: str) -> tuple[str, ...]:
-    """numpy: W1 only; minimal: W1 and W2 (the tabular math)."""
+    """W1: every mode; W2: the hand-written JAX ones as well (minimal, drjax), not solve,
+    flower or numpy (W1's exact gradient); W3: the engine and its loops."""
     if workload == "W1":
         return MODES
-    return MODES[:4] if workload in WORKLOADS else ("vectorized", "loop", "loop_step")
+    if workload in WORKLOADS:
+        return ("vectorized", "minimal", "drjax", "loop", "loop_step")
+    return ("vectorized", "loop", "loop_step")
 
 
 # Above this many clients the vectorized mode runs them in blocks of this size
@@ -155,19 +168,14 @@ def vectorized_rounds(problem: Problem, max_rounds: int = 2000):
 
 
 def time_vectorized(problem: Problem, budget: float = 1.0, max_rounds: int = 2000,
-                    minimal: bool = False) -> Measurement:
-    """The engine's run, or (minimal) the hand-written one."""
-    make = minimal_rounds if minimal else vectorized_rounds
-    return time_rounds_fn(*make(problem, max_rounds), budget, max_rounds)
+                    mode: str = "vectorized") -> Measurement:
+    """The engine's run, or one of the hand-written ones (ROUNDS_OF_MODE)."""
+    return time_rounds_fn(*ROUNDS_OF_MODE[mode](problem, max_rounds), budget, max_rounds)
 
 
-def minimal_rounds(problem: Problem, max_rounds: int = 2000):
-    """FedAvg hand-written: one vmap over clients, a loop over rounds, then the task's
-    metrics once (as the engine's run computes them); the same keys and gradients as the
-    engine, nothing else. Returns (run(rounds) -> params, compile s)."""
-    task, params0, data, weights, hparams, step_size = problem
-    num_clients, block = weights.shape[0], client_block_for(weights.shape[0])
-    lrs = jnp.full((max_rounds, LOCAL_STEPS), step_size, jnp.float32)
+def _hand_written_client(problem: Problem, lrs):
+    """One client's E local steps as a JAX user writes them, with the engine's keys."""
+    task = problem.task
 
     def client(theta, data_k, hparams_k, k, t, key):
         client_key = K_.client_round_key(key, t, k)
@@ -179,17 +187,22 @@ def minimal_rounds(problem: Problem, max_rounds: int = 2000):
 
         return jax.lax.scan(step, theta, jnp.arange(LOCAL_STEPS))[0]
 
+    return client
+
+
+def _hand_written_rounds(problem: Problem, one_round, max_rounds: int):
+    """rounds of `one_round(theta, data, weights, hparams, key, t) -> (theta, held)` in a
+    `lax.fori_loop`, then the task's metrics once (as the engine's run computes them).
+    Returns (run(rounds) -> params, compile s)."""
+    task, params0, data, weights, hparams, _ = problem
+    num_clients = weights.shape[0]
+
     def rounds(theta, data, weights, task_hparams, key, n):
-        def one_round(t, carry):
-            theta, _ = carry
-            local = lambda d, h, k: client(theta, d, h, k, t, key)
-            clients = (data, task_hparams, jnp.arange(num_clients))
-            held = jax.vmap(local)(*clients) if block is None else jax.lax.map(
-                lambda xs: local(*xs), clients, batch_size=block)
-            return theta + jnp.tensordot(weights, held - theta, axes=1), held
+        def body(t, carry):
+            return one_round(carry[0], data, weights, task_hparams, key, t)
 
         start = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_clients,) + x.shape), theta)
-        theta, held = jax.lax.fori_loop(0, n, one_round, (theta, start))
+        theta, held = jax.lax.fori_loop(0, n, body, (theta, start))
         metrics = task.evaluate(theta, ClientState(held, (), (), (), ()), data, task_hparams,
                                 weights)
         return theta, metrics
@@ -201,6 +214,74 @@ def minimal_rounds(problem: Problem, max_rounds: int = 2000):
     compile_s = time.perf_counter() - start
     return (lambda n: compiled(params0, data, weights, hparams.task, key, jnp.int32(n))[0],
             compile_s)
+
+
+def minimal_rounds(problem: Problem, max_rounds: int = 2000):
+    """FedAvg hand-written: one vmap over clients (in the engine's blocks) inside a loop over
+    rounds; the same keys and gradients as the engine, nothing else."""
+    num_clients = problem.weights.shape[0]
+    block = client_block_for(num_clients)
+    client = _hand_written_client(problem, _step_sizes(problem, max_rounds))
+
+    def one_round(theta, data, weights, task_hparams, key, t):
+        local = lambda d, h, k: client(theta, d, h, k, t, key)
+        clients = (data, task_hparams, jnp.arange(num_clients))
+        held = jax.vmap(local)(*clients) if block is None else jax.lax.map(
+            lambda xs: local(*xs), clients, batch_size=block)
+        return theta + jnp.tensordot(weights, held - theta, axes=1), held
+
+    return _hand_written_rounds(problem, one_round, max_rounds)
+
+
+def drjax_rounds(problem: Problem, max_rounds: int = 2000):
+    """The same round as a DrJAX program: the server's logits broadcast to the clients'
+    placement, the client update mapped over it, the weighted mean reduced back
+    (`drjax.program`, `broadcast`, `map_fn`, `reduce_weighted_mean`)."""
+    import drjax
+
+    num_clients = problem.weights.shape[0]
+    client = _hand_written_client(problem, _step_sizes(problem, max_rounds))
+
+    @drjax.program(placements={"clients": num_clients})
+    def one_round(theta, data, weights, task_hparams, key, t):
+        held = drjax.map_fn(lambda th, d, h, k: client(th, d, h, k, t, key),
+                            (drjax.broadcast(theta), data, task_hparams,
+                             jnp.arange(num_clients)))
+        return drjax.reduce_weighted_mean(held, weights), held
+
+    return _hand_written_rounds(problem, one_round, max_rounds)
+
+
+def solve_gradient(theta, P, r, rho, gamma):
+    """The exact policy gradient as a JAX user writes it: two `jnp.linalg.solve` calls."""
+    pi = jax.nn.softmax(theta, axis=-1)
+    M = jnp.eye(P.shape[0], dtype=P.dtype) - gamma * jnp.einsum("sa,sat->st", pi, P)
+    V = jnp.linalg.solve(M, jnp.sum(pi * r, axis=-1))
+    Q = r + gamma * jnp.einsum("sat,t->sa", P, V)
+    d = jnp.linalg.solve(M.T, rho)
+    return d[:, None] * pi * (Q - V[:, None])
+
+
+def solve_problem(num_clients: int) -> Problem:
+    """W1 with `solve_gradient` in place of the engine's pivot-free inverse."""
+    problem, instance = problem_for("W1", num_clients), instance_for(num_clients)
+    rho, gamma = jnp.asarray(instance.rho), instance.gamma
+
+    def direction(theta, personal, private, data, hp, key):
+        r = shaped_reward(data.R0, data.H, hp.lam, instance.reward_form)
+        return Direction(solve_gradient(theta, data.P, r, rho, gamma))
+
+    return problem._replace(task=problem.task._replace(direction=direction))
+
+
+def _step_sizes(problem: Problem, max_rounds: int):
+    return jnp.full((max_rounds, LOCAL_STEPS), problem.step_size, jnp.float32)
+
+
+# The modes that compile a whole run: mode -> rounds builder (the solve mode runs minimal's
+# program on `solve_problem`)
+ROUNDS_OF_MODE = {"vectorized": vectorized_rounds, "minimal": minimal_rounds,
+                  "drjax": drjax_rounds, "solve": minimal_rounds}
 
 
 def time_rounds_fn(rounds_fn, compile_s: float, budget: float, max_rounds: int) -> Measurement:
@@ -316,15 +397,17 @@ def _time_rounds(one_round, params0, budget: float, compile_s: float) -> Measure
 
 
 def time_grid(instance, num_lams: int, num_seeds: int, rounds: int,
-              seeded_init: bool = False) -> Measurement:
+              seeded_init: bool = False, cells_per_block: int | None = None) -> Measurement:
     """W1 over a lambda x seed grid as one compiled program (nested vmaps, fedsim.engine.grid);
     num_lams = num_seeds = 1 is a single cell through the same code.
 
     A seed is a run key, as in `fedsim run tabular`. Exact gradients with every client taking
     part use no randomness, so nothing depends on the key, and vmap batches only the lambda
     axis: the seeds cost nothing. seeded_init draws each seed's initial policy (theta0 plus
-    standard normal logits), which makes every cell distinct work."""
-    task, fed = make_task(instance, WORKLOADS["W1"]), Federation("fedavg", LOCAL_STEPS)
+    standard normal logits), which makes every cell distinct work. cells_per_block: the cells
+    in blocks (grid_vmap); the clients are in the engine's blocks above CLIENT_BLOCK."""
+    task = make_task(instance, WORKLOADS["W1"])
+    fed = Federation("fedavg", LOCAL_STEPS, client_block=client_block_for(instance.num_clients))
     train = make_train(task, fed.algorithm_parts(), fed)
     data, weights = client_data(instance), jnp.asarray(instance.p)
     lams = jnp.broadcast_to(jnp.linspace(0.0, 2.0, num_lams)[:, None],
@@ -340,7 +423,8 @@ def time_grid(instance, num_lams: int, num_seeds: int, rounds: int,
 
     # Arguments, not closed-over constants: XLA would constant-fold work on the client data.
     args = dict(lam=lams, key=keys, data=data, weights=weights)
-    grid = jax.jit(grid_vmap(one, ("lam", "seed"), {"lam": ["lam"], "key": ["seed"]}))
+    grid = jax.jit(grid_vmap(one, ("lam", "seed"), {"lam": ["lam"], "key": ["seed"]},
+                             cells_per_block))
     start = time.perf_counter()
     compiled = grid.lower(**args).compile()
     compile_s = time.perf_counter() - start

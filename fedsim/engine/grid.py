@@ -5,6 +5,12 @@ lambda values, step sizes, ... is `vmap` once per grid axis. `grid_vmap` builds 
 from a declaration of which arguments vary along which axes; an argument that does not
 vary along an axis is broadcast, not copied, so (for instance) the clients' transition
 tensors are stored once for a whole seeds x lambda grid.
+
+With `cells_per_block`, the cells instead run in blocks: the grid is flattened to one axis
+of cells, `lax.map` runs `cells_per_block` of them at a time (vmapped), and the results
+are reshaped back. This is `--client-block` for grids: a block's working set stays the size
+of one run of cells_per_block x K clients, so a grid of G distinct cells costs what one run
+of G K clients in the same blocks costs, instead of what G K clients at once cost.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 
 from fedsim.errors import require
 
 
-def grid_vmap(fn: Callable, axes: Sequence[str], varies: Mapping[str, Sequence[str]]) -> Callable:
+def grid_vmap(fn: Callable, axes: Sequence[str], varies: Mapping[str, Sequence[str]],
+              cells_per_block: int | None = None) -> Callable:
     """Map keyword-only `fn` over a grid with the named `axes` (outermost first).
 
     varies[arg] lists the axes argument `arg` varies along, in the order of `axes`; such an
@@ -25,7 +33,12 @@ def grid_vmap(fn: Callable, axes: Sequence[str], varies: Mapping[str, Sequence[s
 
         run = grid_vmap(one_run, ("lam", "seed"), {"lam": ["lam"], "key": ["seed"]})
         run(lam=lams (8, K), key=keys (16,), data=data)   # -> leaves with shape (8, 16, ...)
+
+    cells_per_block: run the cells in blocks of this many (see above); None: all at once.
     """
+    if cells_per_block is not None:
+        require(isinstance(cells_per_block, int) and cells_per_block >= 1, "cells_per_block",
+                cells_per_block, "must be a positive integer or None")
     for arg, along in varies.items():
         unknown = [a for a in along if a not in axes]
         require(not unknown, f"varies[{arg!r}]", list(along), f"must name axes among {list(axes)}")
@@ -45,4 +58,32 @@ def grid_vmap(fn: Callable, axes: Sequence[str], varies: Mapping[str, Sequence[s
 
         return mapped
 
-    return nest(0)
+    return nest(0) if cells_per_block is None else _in_blocks(fn, axes, varies, cells_per_block)
+
+
+def _in_blocks(fn: Callable, axes: Sequence[str], varies: Mapping[str, Sequence[str]],
+               cells_per_block: int) -> Callable:
+    def mapped(**kwargs):
+        swept = {k: v for k, v in kwargs.items() if varies.get(k)}
+        fixed = {k: v for k, v in kwargs.items() if k not in swept}
+        sizes = {}
+        for arg, along in varies.items():
+            for i, axis in enumerate(along):
+                for leaf in jax.tree.leaves(swept[arg]):
+                    sizes.setdefault(axis, leaf.shape[i])
+        missing = [a for a in axes if a not in sizes]
+        require(not missing, "axes", missing, "must be varied by at least one argument")
+        shape = tuple(sizes[a] for a in axes)
+
+        def to_cells(arg, leaf):
+            """(sizes of the arg's axes..., rest) -> (cells, rest), broadcast over the others."""
+            along, rest = varies[arg], leaf.shape[len(varies[arg]):]
+            index = [axes.index(a) for a in along]
+            expanded = jnp.expand_dims(leaf, [i for i in range(len(axes)) if i not in index])
+            return jnp.broadcast_to(expanded, shape + rest).reshape((-1,) + rest)
+
+        cells = {k: jax.tree.map(lambda leaf, k=k: to_cells(k, leaf), v) for k, v in swept.items()}
+        out = jax.lax.map(lambda cell: fn(**fixed, **cell), cells, batch_size=cells_per_block)
+        return jax.tree.map(lambda x: x.reshape(shape + x.shape[1:]), out)
+
+    return mapped
