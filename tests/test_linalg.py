@@ -1,4 +1,4 @@
-"""The pivot-free inverse of I - gamma P_pi."""
+"""The pivot-free inverse of I - gamma P_pi, and its one-right-hand-side solve."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedsim.tabular.linalg import inverse_diagonally_dominant
+from fedsim.tabular.linalg import inverse_diagonally_dominant, solve_diagonally_dominant
 
 
 def _system(seed, n=12, gamma=0.95):
@@ -25,6 +25,14 @@ def test_matches_numpy_for_matrix_and_transpose():
         for A in (M, M.T):
             inv = inverse_diagonally_dominant(jnp.asarray(A, jnp.float32))
             np.testing.assert_allclose(inv, np.linalg.inv(A), rtol=2e-4, atol=2e-4)
+
+
+def test_solve_matches_numpy_for_matrix_and_transpose():
+    for seed in range(5):
+        M, b = _system(seed)
+        for A in (M, M.T):
+            x = solve_diagonally_dominant(jnp.asarray(A, jnp.float32), jnp.asarray(b, jnp.float32))
+            np.testing.assert_allclose(x, np.linalg.solve(A, b), rtol=2e-4, atol=2e-4)
 
 
 def test_gradient_matches_finite_differences():

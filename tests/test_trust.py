@@ -23,6 +23,7 @@ import pytest
 from fedsim import provenance
 from fedsim.cli import VERDICT_WIDTHS, _print_verdicts, main
 from fedsim.config import load_config
+from fedsim.results import append_csv, concat_tables, write_csv
 from fedsim.rundir import read_config
 
 SMALL = ["--clients", "3", "--states", "4", "--actions", "3", "--rounds", "6", "--local-steps",
@@ -250,6 +251,26 @@ def test_an_interrupted_run_resumes_to_the_same_bytes(tmp_path, signum, referenc
     statuses = [a["status"] for a in json.loads((out / "provenance.json").read_text())["attempts"]]
     assert statuses == (["running", "complete"] if signum == signal.SIGKILL
                         else ["interrupted", "complete"])
+
+
+def test_csv_columns_write_the_same_bytes_as_rows(tmp_path):
+    """clients.csv is written from columns (the fast path): its bytes must be the rows' path's."""
+    rng = np.random.default_rng(0)
+    table = {"seed": np.repeat(np.arange(3), 4), "round": np.arange(12, dtype=np.int64),
+             "J": rng.normal(size=12).astype(np.float32), "gap": rng.normal(size=12) * 1e-7,
+             "ok": rng.normal(size=12) > 0}
+    table["gap"][[2, 5]] = [np.nan, np.inf]
+    rows = [{c: table[c][i] for c in table} for i in range(12)]
+    columns = list(table)
+    write_csv(tmp_path / "rows.csv", columns, rows)
+    write_csv(tmp_path / "columns.csv", columns, table)
+    assert (tmp_path / "rows.csv").read_bytes() == (tmp_path / "columns.csv").read_bytes()
+    halves = [{c: v[:5] for c, v in table.items()}, {c: v[5:] for c, v in table.items()}]
+    keep = append_csv(tmp_path / "appended.csv", columns, halves[0], 0)
+    append_csv(tmp_path / "appended.csv", columns, concat_tables(halves[1:]), keep)
+    assert (tmp_path / "appended.csv").read_bytes() == (tmp_path / "rows.csv").read_bytes()
+    with pytest.raises(TypeError, match="'name': numeric arrays only"):
+        write_csv(tmp_path / "bad.csv", ["name"], {"name": np.array(["a", "b"])})
 
 
 def test_ctrl_c_at_random_moments_never_gives_a_traceback_or_a_crash(tmp_path):

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedsim.tabular.linalg import inverse_diagonally_dominant
+from fedsim.tabular.linalg import inverse_diagonally_dominant, solve_diagonally_dominant
 from fedsim.tabular.mdp import TabularInstance
 
 
@@ -35,26 +35,37 @@ class Regularizer(NamedTuple):
     log_ref: float | jax.Array = 0.0
 
 
-def _solve_values(theta, P, r, gamma, reg: Regularizer):
-    """pi, r_tau, (I - gamma P_pi)^{-1} and V. Contractions are einsums (dot_general): with
-    the clients vmapped inside a vmapped grid, a product-then-sum over a middle axis ran 40x
-    slower on XLA's CPU backend than at one vmap level, and dot_general did not."""
+def discounted_visits(theta, P, rho, gamma):
+    """pi and d^T = rho^T (I - gamma P_pi)^{-1} (it sums to 1 / (1 - gamma)): one solve, half
+    the work of the inverse (fedsim.tabular.linalg). J = d . sum_a pi r for any reward r."""
     pi = jax.nn.softmax(theta, axis=-1)
-    r_tau = r - reg.tau * (jax.nn.log_softmax(theta, axis=-1) - reg.log_ref)
     P_pi = jnp.einsum("sa,sat->st", pi, P)
-    M_inv = inverse_diagonally_dominant(jnp.eye(P.shape[0], dtype=P.dtype) - gamma * P_pi)
-    V = M_inv @ jnp.sum(pi * r_tau, axis=-1)
-    return pi, r_tau, M_inv, V
+    return pi, solve_diagonally_dominant(
+        (jnp.eye(P.shape[0], dtype=P.dtype) - gamma * P_pi).T, rho)
+
+
+def regularised_reward(theta, r, reg: Regularizer):
+    """r - tau (log pi - log pi_ref)."""
+    return r - reg.tau * (jax.nn.log_softmax(theta, axis=-1) - reg.log_ref)
 
 
 def client_return(theta, P, r, rho, gamma, reg: Regularizer = Regularizer()):
     """J(theta) for one client: P (S, A, S), r (S, A), rho (S,)."""
-    return rho @ _solve_values(theta, P, r, gamma, reg)[3]
+    pi, d = discounted_visits(theta, P, rho, gamma)
+    return d @ jnp.sum(pi * regularised_reward(theta, r, reg), axis=-1)
 
 
 def client_gradient(theta, P, r, rho, gamma, reg: Regularizer = Regularizer()):
-    """The exact policy gradient dJ/dtheta (S, A), from one matrix inverse."""
-    pi, r_tau, M_inv, V = _solve_values(theta, P, r, gamma, reg)
+    """The exact policy gradient dJ/dtheta (S, A), from one matrix inverse: it needs both
+    V = M^{-1} r_pi and d^T = rho^T M^{-1} (fedsim.tabular.linalg). Contractions are einsums
+    (dot_general): with the clients vmapped inside a vmapped grid, a product-then-sum over a
+    middle axis ran 40x slower on XLA's CPU backend than at one vmap level, and dot_general
+    did not."""
+    pi = jax.nn.softmax(theta, axis=-1)
+    r_tau = regularised_reward(theta, r, reg)
+    P_pi = jnp.einsum("sa,sat->st", pi, P)
+    M_inv = inverse_diagonally_dominant(jnp.eye(P.shape[0], dtype=P.dtype) - gamma * P_pi)
+    V = M_inv @ jnp.sum(pi * r_tau, axis=-1)
     Q = r_tau + gamma * jnp.einsum("sat,t->sa", P, V)
     d = rho @ M_inv
     return d[:, None] * pi * (Q - V[:, None])
@@ -62,10 +73,7 @@ def client_gradient(theta, P, r, rho, gamma, reg: Regularizer = Regularizer()):
 
 def occupancy(theta, P, rho, gamma):
     """The normalised discounted state occupancy d(s) = (1 - gamma) rho^T (I - gamma P_pi)^{-1}."""
-    pi = jax.nn.softmax(theta, axis=-1)
-    P_pi = jnp.einsum("sa,sat->st", pi, P)
-    M_inv = inverse_diagonally_dominant(jnp.eye(P.shape[0], dtype=P.dtype) - gamma * P_pi)
-    return (1 - gamma) * rho @ M_inv
+    return (1 - gamma) * discounted_visits(theta, P, rho, gamma)[1]
 
 
 def policy_kl(theta, log_ref, P, rho, gamma):

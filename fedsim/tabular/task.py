@@ -120,10 +120,15 @@ def make_task(instance: TabularInstance, learner: LearnerSpec) -> Task:
 
     def evaluate(theta, clients, data: ClientMDP, hp: TabularHParams, weights):
         r = reward(data, hp)
-        per_client = oracles.returns(theta, data.P, r, rho, gamma, reg)
+
+        def global_policy(P, r, R0):   # J and J0 from the one solve for its visits
+            pi, d = oracles.discounted_visits(theta, P, rho, gamma)
+            r_tau = oracles.regularised_reward(theta, r, reg)
+            return d @ jnp.sum(pi * r_tau, axis=-1), d @ jnp.sum(pi * R0, axis=-1)
+
+        per_client, intrinsic = jax.vmap(global_policy)(data.P, r, data.R0)
         personal = jax.vmap(oracles.client_return, (0, 0, 0, None, None, None))(
             clients.params, data.P, r, rho, gamma, reg)
-        intrinsic = oracles.returns(theta, data.P, data.R0, rho, gamma)
         return {
             "J": weights @ per_client,          # the global objective of the global policy
             "J0": weights @ intrinsic,          # its intrinsic (feedback-free) return
