@@ -76,13 +76,17 @@ def simulate(instances: list[TabularInstance], seeds, learner: LearnerSpec, fed:
 
 def simulate_grid(instances: list[TabularInstance], seeds, learner: LearnerSpec, fed: Federation,
                   step_sizes, checkpoints, *, lams=None, step_axes: Sequence[str] = (),
-                  keep_params: bool = False) -> dict:
+                  keep_params: bool = False, cells_per_block: int | None = None) -> dict:
     """Every (lambda, instance, seed) combination in one compiled program.
 
     lams: None (each instance's own lambda) or (n_lam, K) per-client lambda values.
     step_sizes: (T, E), with a leading axis for each grid axis named in step_axes (in the
-    order lam, instance, seed). Returns metrics with leading axes ([n_lam,] n_instances,
-    n_seeds, checkpoints).
+    order lam, instance, seed). cells_per_block: run the cells that many at a time
+    (fedsim.engine.grid): for grids of distinct cells (sampled gradients, or lambda values) with
+    cells x K above a few thousand clients, about CLIENT_BLOCK / K keeps the working set of one
+    block of clients (W1, K = 100: 2.4x faster in blocks of 10, bench); None: nested vmaps,
+    which batch only the axes a cell's work depends on (exact gradients ignore the seed).
+    Returns metrics with leading axes ([n_lam,] n_instances, n_seeds, checkpoints).
     """
     task = _task(instances, learner, keep_params)
     data, weights, own_lams = _stack(instances)
@@ -97,4 +101,4 @@ def simulate_grid(instances: list[TabularInstance], seeds, learner: LearnerSpec,
     else:
         varies["lam"], args["lam"] = ["lam"], jnp.asarray(np.asarray(lams, np.float32))
     run = _one_run(task, fed, jnp.asarray(instances[0].theta0), checkpoints)
-    return _finish(*jax.jit(grid_vmap(run, axes, varies))(**args))
+    return _finish(*jax.jit(grid_vmap(run, axes, varies, cells_per_block))(**args))

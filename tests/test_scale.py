@@ -117,6 +117,39 @@ def test_grid_equals_separate_runs():
     assert not np.allclose(J[0], J[2])
 
 
+def test_grid_blocks_gather_each_cells_arguments():
+    """Arguments along one axis, along both, along none: blocked cells (3 of 6 at a time, and a
+    short last block) get the same arguments as the nested vmaps and as a plain loop."""
+    f = lambda a, b, c, d: {"y": a["u"] * 10 + b + c @ d, "a": a["u"]}
+    a, b = {"u": jnp.arange(2.0)}, jnp.arange(3.0) * 100
+    c, d = jnp.arange(2 * 3 * 4.0).reshape(2, 3, 4), jnp.arange(4.0)
+    varies = {"a": ["x"], "b": ["y"], "c": ["x", "y"]}
+    nested = jax.jit(grid_vmap(f, ("x", "y"), varies))(a=a, b=b, c=c, d=d)
+    for block in (3, 4):
+        blocked = jax.jit(grid_vmap(f, ("x", "y"), varies, cells_per_block=block))(
+            a=a, b=b, c=c, d=d)
+        jax.tree.map(np.testing.assert_array_equal, blocked, nested)
+    for i in range(2):
+        for j in range(3):
+            assert nested["y"][i, j] == a["u"][i] * 10 + b[j] + c[i, j] @ d
+
+
+def test_simulate_grid_in_blocks_equals_nested_vmaps():
+    from sweeps.simulate import simulate_grid
+
+    instances = [make_instance(InstanceSpec(num_clients=3, num_states=4, num_actions=2, seed=s))
+                 for s in (0, 1)]
+    learner, fed = LearnerSpec(gradient="sampled", batch=2, horizon=6), Federation("fedavg", 2)
+    lrs, ckpt = np.full((4, 2), 0.5, np.float32), np.array([2, 4])
+    lams = np.array([[0.0] * 3, [1.0] * 3])
+    nested = simulate_grid(instances, [0, 1, 2], learner, fed, lrs, ckpt, lams=lams)
+    blocked = simulate_grid(instances, [0, 1, 2], learner, fed, lrs, ckpt, lams=lams,
+                            cells_per_block=5)
+    assert nested["J"].shape == (2, 2, 3, 2)   # lam, instance, seed, checkpoint
+    for name in nested:
+        np.testing.assert_allclose(blocked[name], nested[name], rtol=1e-5, atol=1e-6)
+
+
 def test_grid_rejects_bad_declarations():
     f = lambda x, y: x + y
     with pytest.raises(ConfigError, match="must name axes among"):
@@ -216,7 +249,8 @@ def _row(workload, mode, K, steps_per_s, **extra):
             "seconds": 1.0, "compile_s": 1.0, "peak_rss_mb": 100.0} | extra
 
 
-def _acceptance_rows(speedup, scale_loss, grid_seconds, peak_mb=100.0, peak_fraction=0.2):
+def _acceptance_rows(speedup, scale_loss, grid_seconds, peak_mb=100.0, peak_fraction=0.2,
+                     run_overhead=0.1):
     """speedup: the engine over the loops (the hand-written modes get speedup / 40, Flower
     speedup * 40); grid_seconds: every grid's, against 1 s for a single cell or large run."""
     rows = []
@@ -235,20 +269,23 @@ def _acceptance_rows(speedup, scale_loss, grid_seconds, peak_mb=100.0, peak_frac
              _row("W1", "grid_8x16", 100, 1.0, seconds=grid_seconds),
              _row("W1", "grid_8x16_init", 100, 1.0, seconds=grid_seconds),
              _row("W1", "grid_8x16_init_blocks10", 100, 1.0, seconds=grid_seconds / 1.7),
-             _row("W1", "grid_1x1", 12800, 1.0, seconds=1.0)]
+             _row("W1", "grid_1x1", 12800, 1.0, seconds=1.0),
+             _row("W1", "run", 100, 1e6, run_overhead=run_overhead)]
     add_speedups(rows)
     return rows
 
 
 def test_acceptance_checks_pass_and_fail_on_the_right_data():
-    config = {"large_clients": [100000], "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 100}}
+    config = {"large_clients": [100000], "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 100},
+              "run": {"K": 100, "rounds": 400, "log_every": [1]}}
     good = acceptance(_acceptance_rows(speedup=40, scale_loss=1.5, grid_seconds=2.0), config)
-    assert all(c["passed"] for c in good) and len(good) == 25, good
+    assert all(c["passed"] for c in good) and len(good) == 26, good
     bad = acceptance(_acceptance_rows(speedup=5, scale_loss=3.0, grid_seconds=9.0,
-                                      peak_mb=30 * 1024, peak_fraction=0.05), config)
+                                      peak_mb=30 * 1024, peak_fraction=0.05, run_overhead=0.3),
+                     config)
     assert not any(c["passed"] for c in bad), [c for c in bad if c["passed"]]
     skipped = _acceptance_rows(speedup=40, scale_loss=1.5, grid_seconds=2.0)
-    skipped[-7] |= {"client_steps_per_s": "", "vectorized_speedup": "", "note": "did not finish"}
+    skipped[-8] |= {"client_steps_per_s": "", "vectorized_speedup": "", "note": "did not finish"}
     judged = acceptance(skipped, config)
     assert [c["measured"] for c in judged if c["passed"] is None] == ["did not finish"]
 
@@ -258,16 +295,19 @@ def test_bench_runs_end_to_end_on_a_tiny_plan(tmp_path):
     config = {"quick": True, "device": "cpu", "clients": [2], "neural_clients": [],
               "large_clients": [], "flower_clients": [], "solve_timeout_s": 120,
               "budget_s": 0.01,
-              "grid": {"K": 2, "lams": 2, "seeds": 2, "rounds": 2}, "local_steps": W.LOCAL_STEPS,
+              "grid": {"K": 2, "lams": 2, "seeds": 2, "rounds": 2},
+              "run": {"K": 2, "rounds": 3, "log_every": [1]}, "local_steps": W.LOCAL_STEPS,
               "step_size": W.STEP_SIZE}
     result = run_bench(True, tmp_path, progress=False, config=config)
     rows = result["rows"]
     assert [(r["workload"], r["mode"]) for r in rows] == [
         (w, m) for w in ("W1", "W2") for m in W.modes_for(w) if m != "flower"] + [
-        ("W1", "grid_1x1"), ("W1", "grid_2x2"), ("W1", "grid_2x2_init"),
+        ("W1", "run"), ("W1", "grid_1x1"), ("W1", "grid_2x2"), ("W1", "grid_2x2_init"),
         ("W1", "grid_2x2_init_blocks500"), ("W1", "grid_1x1")]
     assert all(r["client_steps_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
     assert all(0 < r["fraction_of_peak"] < 1 for r in rows if r["mode"] in ("vectorized", "drjax"))
+    run = next(r for r in rows if r["mode"] == "run")   # its compiled rounds are part of it
+    assert 0 < run["run_overhead"] < 1 and "the rounds alone" in run["note"]
     assert (tmp_path / "bench.csv").read_text().count("\n") == len(rows) + 1
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["checks"]

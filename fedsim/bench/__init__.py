@@ -25,7 +25,7 @@ from fedsim.rundir import RunFolder
 COLUMNS = ["workload", "mode", "K", "client_block", "rounds", "client_steps", "seconds",
            "client_steps_per_s", "env_steps_per_s", "compile_s", "peak_rss_mb",
            "vectorized_speedup", "flops_per_client_step", "gflops_per_s", "fraction_of_peak",
-           "note"]
+           "run_overhead", "note"]
 
 
 # --device: the JAX platforms a cell's process may use (JAX_PLATFORMS); None: what JAX sees
@@ -41,7 +41,9 @@ def make_config(quick: bool, device: str | None = None) -> dict:
         "flower_clients": [10, 100],                  # W1 in Flower (seconds per round)
         "solve_timeout_s": 60,                        # the jnp.linalg.solve cells' limit
         "budget_s": 0.3 if quick else 1.0,            # timed seconds per cell (at least a round)
-        "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 20 if quick else 100},
+        "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 20 if quick else 40},
+        # `fedsim run tabular` on W1 (about a second of rounds), evaluated every N rounds
+        "run": {"K": 100, "rounds": 400, "log_every": [1] if quick else [1, 10]},
         "local_steps": W.LOCAL_STEPS, "step_size": W.STEP_SIZE,
         "neural_step_size": W.NEURAL_STEP_SIZE,
     }
@@ -59,6 +61,9 @@ def plan(config: dict) -> list[dict]:
                              | ({"timeout": config["solve_timeout_s"]} if mode == "solve" else {}))
     cells += [{"kind": "mode", "workload": "W1", "mode": "vectorized", "K": K,
                "budget": config["budget_s"]} for K in config["large_clients"]]
+    r = config.get("run", {"log_every": []})
+    cells += [{"kind": "run", "workload": "W1", "mode": run_mode(every), "K": r["K"],
+               "rounds": r["rounds"], "log_every": every} for every in r["log_every"]]
     g = config["grid"]
     for lams, seeds, seeded_init in ((1, 1, False), (g["lams"], g["seeds"], False),
                                      (g["lams"], g["seeds"], True)):
@@ -84,6 +89,12 @@ def grid_mode(lams: int, seeds: int, seeded_init: bool, cells_per_block: int | N
     ..._blocksB: the cells run B at a time."""
     return (f"grid_{lams}x{seeds}" + ("_init" if seeded_init else "")
             + (f"_blocks{cells_per_block}" if cells_per_block else ""))
+
+
+def run_mode(log_every: int) -> str:
+    """run: `fedsim run tabular` as it runs by default (every round evaluated and written);
+    run_everyN: with --log-every N."""
+    return "run" if log_every == 1 else f"run_every{log_every}"
 
 
 def missing_package(mode: str) -> str | None:
@@ -186,6 +197,7 @@ NEEDS = {"minimal": ((1000, 10000), 0.9), "drjax": ((1000, 10000), 1.0),
          "solve": ((100,), 2.0), "flower": ((10, 100), 1000.0), "numpy": ((1000,), 10.0),
          "loop": ((1000,), 30.0), "loop_step": ((1000,), 30.0)}
 PEAK_FRACTION = 0.10   # W1 at K = 1000: the least fraction of the matmul peak
+RUN_OVERHEAD = 0.20    # fedsim run tabular: the most of its time beyond the compiled rounds
 
 
 def acceptance(rows: list[dict], config: dict) -> list[dict]:
@@ -228,6 +240,14 @@ def acceptance(rows: list[dict], config: dict) -> list[dict]:
         r = find("W1", "vectorized", K)
         check(f"W1 K={K} completes; peak resident memory (MB)", r["peak_rss_mb"],
               "completes on the 24 GB machine", r["peak_rss_mb"] < 24 * 1024)
+    r = config.get("run", {"log_every": []})
+    for every in r["log_every"]:
+        run = find("W1", run_mode(every), r["K"])
+        if run and measured(run):
+            check(f"fedsim run tabular, W1 K={r['K']} T={r['rounds']}, --log-every {every}: "
+                  "fraction of the run beyond its compiled training rounds (evaluation, "
+                  "transfer, rows, files)", run["run_overhead"], f"<= {RUN_OVERHEAD:g}",
+                  run["run_overhead"] <= RUN_OVERHEAD)
     g = config["grid"]
     single = find("W1", "grid_1x1", g["K"])
     for seeded_init, seeds in ((False, "seeds (run keys, unused by W1)"),

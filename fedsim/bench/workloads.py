@@ -146,11 +146,11 @@ def _rounds_for(seconds_per_round: float, budget: float, cap: int) -> int:
 def vectorized_rounds(problem: Problem, max_rounds: int = 2000):
     """The engine's long-run path (training rounds, one evaluation at the end), compiled once
     for any number of rounds <= max_rounds: returns (run(rounds) -> global params, compile s)."""
-    task, params0, data, weights, hparams, step_size = problem
+    task, params0, data, weights, hparams, _ = problem
     num_clients = weights.shape[0]
     fed = Federation("fedavg", LOCAL_STEPS, client_block=client_block_for(num_clients))
     key = jax.random.key(0)
-    lrs = jnp.full((max_rounds, LOCAL_STEPS), step_size, jnp.float32)
+    lrs = _step_sizes(problem, max_rounds)
     trainer = make_trainer(task, fed.algorithm_parts(), fed)
     state = jax.jit(trainer.init)(params0, data, key)
     run = jax.jit(trainer.run, donate_argnums=0)
@@ -436,3 +436,44 @@ def time_grid(instance, num_lams: int, num_seeds: int, rounds: int,
         return time.perf_counter() - start
 
     return Measurement(rounds, min(timed() for _ in range(REPEATS)), compile_s)
+
+
+def time_run_path(num_clients: int, rounds: int, log_every: int = 1) -> dict:
+    """`fedsim run tabular` on W1 (its results folder written as a user's is) against the same
+    run evaluated only after its last round: the compiled training rounds alone. Interleaved,
+    the fastest of REPEATS each; the seconds are this attempt's timing (fedsim.tabular.
+    experiment): compute (rounds, and evaluation at the logged rounds), transfer and host
+    (rows, files, progress); setup is the rest of the call less compilation (the instance, its
+    optimum J*, the folder)."""
+    import tempfile
+    from pathlib import Path
+
+    from fedsim.tabular.config import TabularRunConfig
+    from fedsim.tabular.experiment import run_tabular
+
+    def one(every: int) -> dict:
+        config = TabularRunConfig(
+            instance=InstanceSpec(num_clients=num_clients, num_states=20, num_actions=5),
+            learner=WORKLOADS["W1"], rounds=rounds, local_steps=LOCAL_STEPS, lr=STEP_SIZE,
+            log_every=every)
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            summary = run_tabular(config, Path(folder) / "run", progress=False)["summary"]
+            wall = time.perf_counter() - start
+        t = summary["timing_this_attempt"]
+        loop = t["compute_seconds"] + t["transfer_seconds"] + t["host_seconds"]
+        return {"seconds": loop, "compute_s": t["compute_seconds"],
+                "path_s": t["transfer_seconds"] + t["host_seconds"],
+                "compile_s": summary["compile_seconds"],
+                "setup_s": wall - loop - summary["compile_seconds"]}
+
+    best = {}
+    for _ in range(REPEATS):
+        for name, every in (("run", log_every), ("rounds", rounds)):
+            m = one(every)
+            if name not in best or m["seconds"] < best[name]["seconds"]:
+                best[name] = m
+    run, alone = best["run"], best["rounds"]["compute_s"]
+    return run | {"rounds_alone_s": alone, "overhead": 1 - alone / run["seconds"],
+                  "evaluation": (run["compute_s"] - alone) / run["seconds"],
+                  "path": run["path_s"] / run["seconds"]}

@@ -9,7 +9,8 @@ tensors are stored once for a whole seeds x lambda grid.
 With `cells_per_block`, the cells instead run in blocks: the grid is flattened to one axis
 of cells, `lax.map` runs `cells_per_block` of them at a time (vmapped), and the results
 are reshaped back. This is `--client-block` for grids: a block's working set stays the size
-of one run of cells_per_block x K clients, so a grid of G distinct cells costs what one run
+of one run of cells_per_block x K clients (each block gathers its cells' arguments: nothing is
+copied per cell), so a grid of G distinct cells costs what one run
 of G K clients in the same blocks costs, instead of what G K clients at once cost.
 """
 
@@ -19,6 +20,7 @@ from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fedsim.errors import require
 
@@ -66,24 +68,23 @@ def _in_blocks(fn: Callable, axes: Sequence[str], varies: Mapping[str, Sequence[
     def mapped(**kwargs):
         swept = {k: v for k, v in kwargs.items() if varies.get(k)}
         fixed = {k: v for k, v in kwargs.items() if k not in swept}
-        sizes = {}
-        for arg, along in varies.items():
-            for i, axis in enumerate(along):
-                for leaf in jax.tree.leaves(swept[arg]):
-                    sizes.setdefault(axis, leaf.shape[i])
+        sizes = {axis: jax.tree.leaves(swept[arg])[0].shape[i]
+                 for arg, along in varies.items() if arg in swept
+                 for i, axis in enumerate(along)}
         missing = [a for a in axes if a not in sizes]
         require(not missing, "axes", missing, "must be varied by at least one argument")
         shape = tuple(sizes[a] for a in axes)
+        # The cells are their grid indices; each block gathers its cells' arguments, so an
+        # argument is stored once, not once per cell (an instance's P for every seed).
+        index = jnp.stack(jnp.unravel_index(jnp.arange(int(np.prod(shape))), shape), axis=-1)
 
-        def to_cells(arg, leaf):
-            """(sizes of the arg's axes..., rest) -> (cells, rest), broadcast over the others."""
-            along, rest = varies[arg], leaf.shape[len(varies[arg]):]
-            index = [axes.index(a) for a in along]
-            expanded = jnp.expand_dims(leaf, [i for i in range(len(axes)) if i not in index])
-            return jnp.broadcast_to(expanded, shape + rest).reshape((-1,) + rest)
+        def cell(i):
+            own = {k: jax.tree.map(lambda leaf, k=k: leaf[tuple(i[axes.index(a)]
+                                                                for a in varies[k])], v)
+                   for k, v in swept.items()}
+            return fn(**fixed, **own)
 
-        cells = {k: jax.tree.map(lambda leaf, k=k: to_cells(k, leaf), v) for k, v in swept.items()}
-        out = jax.lax.map(lambda cell: fn(**fixed, **cell), cells, batch_size=cells_per_block)
+        out = jax.lax.map(cell, index, batch_size=cells_per_block)
         return jax.tree.map(lambda x: x.reshape(shape + x.shape[1:]), out)
 
     return mapped

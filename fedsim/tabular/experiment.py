@@ -92,8 +92,12 @@ def estimate_memory(config: TabularRunConfig) -> list[tuple[str, float, str]]:
     ]
 
 
-SAVE_STATE_BYTES = 64 << 20   # states up to this size are saved after every chunk
-SAVE_EVERY_S = 30.0           # larger ones at most this often (and always before stopping)
+# How often a run saves (its CSV rows and state, each fsynced), and always at its end and
+# before stopping: states up to SAVE_STATE_BYTES at most every SAVE_SMALL_EVERY_S (saving
+# after each of a 1.5 s run's 50 chunks was 10% of it), larger ones every SAVE_EVERY_S.
+SAVE_STATE_BYTES = 64 << 20
+SAVE_SMALL_EVERY_S = 1.0
+SAVE_EVERY_S = 30.0
 
 
 def run_tabular(config: TabularRunConfig, out: Path | None = None, progress: bool = True) -> dict:
@@ -298,7 +302,8 @@ class _Progress:
         self.out, self.path, self.keep_state = out, out / "state.npz", keep_state
         self.metric_columns, self.columns = metric_columns, columns
         self.code = code_fingerprint(SIMULATOR)
-        self.big = sum(x.nbytes for x in jax.tree.leaves(like)) > SAVE_STATE_BYTES
+        self.every_s = (SAVE_EVERY_S if sum(x.nbytes for x in jax.tree.leaves(like))
+                        > SAVE_STATE_BYTES else SAVE_SMALL_EVERY_S)
         self.lengths, self.run_seconds, self.final_J = [0, 0], 0.0, None
         self.pending, self.last_save = [[], []], time.perf_counter()
 
@@ -319,7 +324,7 @@ class _Progress:
     def save(self, chunks_done, state, rows, client_rows, run_seconds, final_J, last):
         self.pending[0] += rows
         self.pending[1].append(client_rows)
-        due = not self.big or time.perf_counter() - self.last_save >= SAVE_EVERY_S
+        due = time.perf_counter() - self.last_save >= self.every_s
         if not (last or due or requested()):
             return
         self.lengths = [append_csv(self.out / "metrics.csv", self.metric_columns, self.pending[0],

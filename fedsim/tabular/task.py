@@ -121,14 +121,17 @@ def make_task(instance: TabularInstance, learner: LearnerSpec) -> Task:
     def evaluate(theta, clients, data: ClientMDP, hp: TabularHParams, weights):
         r = reward(data, hp)
 
-        def global_policy(P, r, R0):   # J and J0 from the one solve for its visits
-            pi, d = oracles.discounted_visits(theta, P, rho, gamma)
-            r_tau = oracles.regularised_reward(theta, r, reg)
-            return d @ jnp.sum(pi * r_tau, axis=-1), d @ jnp.sum(pi * R0, axis=-1)
+        def client(P, r, R0, personal):
+            """J_k of the global and of the client's own policy, J0_k of the global one: both
+            policies' visits from one batched solve (one elimination loop, not two)."""
+            thetas = jnp.stack([theta, personal])
+            pi, d = jax.vmap(oracles.discounted_visits, (0, None, None, None))(
+                thetas, P, rho, gamma)
+            r_tau = jax.vmap(oracles.regularised_reward, (0, None, None))(thetas, r, reg)
+            J = jnp.einsum("ps,ps->p", d, jnp.sum(pi * r_tau, axis=-1))
+            return J[0], d[0] @ jnp.sum(pi[0] * R0, axis=-1), J[1]
 
-        per_client, intrinsic = jax.vmap(global_policy)(data.P, r, data.R0)
-        personal = jax.vmap(oracles.client_return, (0, 0, 0, None, None, None))(
-            clients.params, data.P, r, rho, gamma, reg)
+        per_client, intrinsic, personal = jax.vmap(client)(data.P, r, data.R0, clients.params)
         return {
             "J": weights @ per_client,          # the global objective of the global policy
             "J0": weights @ intrinsic,          # its intrinsic (feedback-free) return
