@@ -109,8 +109,13 @@ class Measurement:
     compile_seconds: float
 
 
+def spec_for(num_clients: int) -> InstanceSpec:
+    """W1's and W2's instance: S = 20, A = 5, the other settings fedsim's defaults."""
+    return InstanceSpec(num_clients=num_clients, num_states=20, num_actions=5)
+
+
 def instance_for(num_clients: int) -> TabularInstance:
-    return make_instance(InstanceSpec(num_clients=num_clients, num_states=20, num_actions=5))
+    return make_instance(spec_for(num_clients))
 
 
 def problem_for(workload: str, num_clients: int) -> Problem:
@@ -453,9 +458,8 @@ def time_run_path(num_clients: int, rounds: int, log_every: int = 1) -> dict:
 
     def one(every: int) -> dict:
         config = TabularRunConfig(
-            instance=InstanceSpec(num_clients=num_clients, num_states=20, num_actions=5),
-            learner=WORKLOADS["W1"], rounds=rounds, local_steps=LOCAL_STEPS, lr=STEP_SIZE,
-            log_every=every)
+            instance=spec_for(num_clients), learner=WORKLOADS["W1"], rounds=rounds,
+            local_steps=LOCAL_STEPS, lr=STEP_SIZE, log_every=every)
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
             summary = run_tabular(config, Path(folder) / "run", progress=False)["summary"]

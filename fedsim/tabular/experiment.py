@@ -5,7 +5,8 @@ Writes to the output folder (which it owns for the run's life: fedsim.rundir):
     provenance.json  versions, git commit, devices, command line, start and end times
     instance.npz     every array needed to re-run the experiment independently (first)
     metrics.csv      one row per logged round and seed: seed, round, J, J_star, gap, J0,
-                     J_personal, step_size (appended chunk by chunk)
+                     J_personal, step_size (appended at each save: at most once a
+                     second, and at the end)
     clients.csv      per client: seed, round, client, J_client, J_personal_client (and, with
                      fedkl, kl_to_reference)
     state.npz        the state after the last saved chunk: a killed run resumes from it
@@ -294,9 +295,10 @@ def client_columns(config: TabularRunConfig) -> list[str]:
 
 
 class _Progress:
-    """metrics.csv and clients.csv appended chunk by chunk, and `state.npz`: the state after
-    the last saved chunk with the CSV lengths it vouches for. A resumed run continues from
-    that state and cuts the CSVs back to those lengths, so it ends with the same bytes."""
+    """metrics.csv and clients.csv appended at each save (SAVE_SMALL_EVERY_S), and
+    `state.npz`: the state after the last saved chunk with the CSV lengths it vouches for. A
+    resumed run continues from that state and cuts the CSVs back to those lengths, so it ends
+    with the same bytes."""
 
     def __init__(self, out: Path, like, metric_columns, columns, keep_state: bool = True):
         self.out, self.path, self.keep_state = out, out / "state.npz", keep_state

@@ -35,13 +35,18 @@ class Regularizer(NamedTuple):
     log_ref: float | jax.Array = 0.0
 
 
+def _policy_system(theta, P, gamma):
+    """pi and M = I - gamma P_pi, the matrix of the policy's Bellman equation V = M^{-1} r_pi."""
+    pi = jax.nn.softmax(theta, axis=-1)
+    P_pi = jnp.einsum("sa,sat->st", pi, P)
+    return pi, jnp.eye(P.shape[0], dtype=P.dtype) - gamma * P_pi
+
+
 def discounted_visits(theta, P, rho, gamma):
     """pi and d^T = rho^T (I - gamma P_pi)^{-1} (it sums to 1 / (1 - gamma)): one solve, half
     the work of the inverse (fedsim.tabular.linalg). J = d . sum_a pi r for any reward r."""
-    pi = jax.nn.softmax(theta, axis=-1)
-    P_pi = jnp.einsum("sa,sat->st", pi, P)
-    return pi, solve_diagonally_dominant(
-        (jnp.eye(P.shape[0], dtype=P.dtype) - gamma * P_pi).T, rho)
+    pi, M = _policy_system(theta, P, gamma)
+    return pi, solve_diagonally_dominant(M.T, rho)
 
 
 def regularised_reward(theta, r, reg: Regularizer):
@@ -61,10 +66,9 @@ def client_gradient(theta, P, r, rho, gamma, reg: Regularizer = Regularizer()):
     (dot_general): with the clients vmapped inside a vmapped grid, a product-then-sum over a
     middle axis ran 40x slower on XLA's CPU backend than at one vmap level, and dot_general
     did not."""
-    pi = jax.nn.softmax(theta, axis=-1)
+    pi, M = _policy_system(theta, P, gamma)
     r_tau = regularised_reward(theta, r, reg)
-    P_pi = jnp.einsum("sa,sat->st", pi, P)
-    M_inv = inverse_diagonally_dominant(jnp.eye(P.shape[0], dtype=P.dtype) - gamma * P_pi)
+    M_inv = inverse_diagonally_dominant(M)
     V = M_inv @ jnp.sum(pi * r_tau, axis=-1)
     Q = r_tau + gamma * jnp.einsum("sat,t->sa", P, V)
     d = rho @ M_inv
