@@ -66,6 +66,25 @@ def test_global_objective_is_weighted_sum():
     np.testing.assert_allclose(J, np.dot(inst.p, per_client), rtol=1e-5)
 
 
+def test_batched_visits_match_each_policy_alone():
+    """visits_of_policies (one batched solve for K clients x 2 policies) against
+    discounted_visits of each policy in its client's MDP, and J from them against the float64
+    reference."""
+    inst, _, *_ = _problem(transition_heterogeneity=1.0)
+    thetas = jnp.asarray(np.random.default_rng(3).normal(
+        size=(inst.num_clients, 2) + inst.theta0.shape), jnp.float32)
+    P, rho, r = jnp.asarray(inst.P), jnp.asarray(inst.rho), inst.shaped_reward()
+    pi, d = oracles.visits_of_policies(thetas, P, rho, inst.gamma)
+    assert pi.shape == thetas.shape and d.shape == thetas.shape[:-1]
+    for k, p in np.ndindex(thetas.shape[:2]):
+        pi_kp, d_kp = oracles.discounted_visits(thetas[k, p], P[k], rho, inst.gamma)
+        np.testing.assert_allclose(pi[k, p], pi_kp, rtol=1e-6)
+        np.testing.assert_allclose(d[k, p], d_kp, rtol=1e-5, atol=1e-6)
+        J = reference.policy_values(np.float64(thetas[k, p]), np.float64(inst.P[k]),
+                                    np.float64(r[k]), np.float64(inst.rho), inst.gamma)[0]
+        np.testing.assert_allclose(d[k, p] @ jnp.sum(pi[k, p] * r[k], axis=-1), J, rtol=1e-4)
+
+
 def test_return_matches_monte_carlo():
     """J from the linear solve lies in the 99.9% interval of 20k sampled returns."""
     inst, theta, r, P = _problem(seed=2)

@@ -305,12 +305,13 @@ def test_bench_runs_end_to_end_on_a_tiny_plan(tmp_path):
         ("W1", "run"), ("W1", "grid_1x1"), ("W1", "grid_2x2"), ("W1", "grid_2x2_init"),
         ("W1", "grid_2x2_init_blocks500"), ("W1", "grid_1x1")]
     assert all(r["client_steps_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
+    assert all(r["cell_s"] > r["seconds"] for r in rows)   # start-up and compilation included
     assert all(0 < r["fraction_of_peak"] < 1 for r in rows if r["mode"] in ("vectorized", "drjax"))
     run = next(r for r in rows if r["mode"] == "run")   # its compiled rounds are part of it
     assert 0 < run["run_overhead"] < 1 and "the rounds alone" in run["note"]
     assert (tmp_path / "bench.csv").read_text().count("\n") == len(rows) + 1
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["checks"]
+    assert summary["checks"] and summary["bench_seconds"] > sum(r["cell_s"] for r in rows)
     assert (summary["device"]["platform"], summary["device"]["jax"]) == ("cpu", jax.__version__)
 
 

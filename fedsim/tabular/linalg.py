@@ -15,6 +15,12 @@ loop has a static trip count, so it vectorises under vmap and is differentiable.
 
 Why a separate solve: a return needs only d^T = rho^T M^{-1} (J = d . r_pi for any number of
 rewards), and one sweep over [M^T | rho] does half the work of the inverse's [M | I].
+
+Why the solve takes a batch: called on many systems at once (a run's evaluation: every client,
+two policies each), it moves the batch to the last axes, so each pivot step is one contiguous
+vector operation over all systems: 1.4-1.5x faster than the same solve vmapped (2-core CPU,
+S = 20, K = 100 and 1000 clients). Under vmap (the local steps' gradients) the caller's batch
+stays where vmap puts it.
 """
 
 from __future__ import annotations
@@ -24,10 +30,10 @@ import jax.numpy as jnp
 
 
 def _gauss_jordan(M, right):
-    """M^{-1} right for M (n, n) strictly diagonally dominant, right (n, m): n pivot steps,
-    each a rank-one update of [M | right], no pivoting (the module docstring)."""
+    """M^{-1} right for M (n, n, *batch) strictly diagonally dominant, right (n, m, *batch): n
+    pivot steps, each a rank-one update of [M | right], no pivoting (the module docstring)."""
     n = M.shape[0]
-    rows = jnp.arange(n)
+    rows = jnp.arange(n).reshape((n,) + (1,) * (M.ndim - 2))
 
     def eliminate(k, augmented):
         pivot_row = augmented[k] / augmented[k, k]
@@ -47,5 +53,9 @@ def inverse_diagonally_dominant(M):
 
 
 def solve_diagonally_dominant(M, b):
-    """M^{-1} b for M (n, n) strictly diagonally dominant by rows or by columns, b (n,)."""
-    return _gauss_jordan(M, b[:, None])[:, 0]
+    """M^{-1} b for M (..., n, n) strictly diagonally dominant by rows or by columns, b (..., n):
+    the leading axes are a batch of systems, solved with the batch moved last (module
+    docstring)."""
+    last = lambda x: jnp.moveaxis(x, (-2, -1), (0, 1))
+    x = _gauss_jordan(last(M), last(b[..., None]))[:, 0]
+    return jnp.moveaxis(x, 0, -1)

@@ -119,19 +119,16 @@ def make_task(instance: TabularInstance, learner: LearnerSpec) -> Task:
         return oracles.policy_kl(theta, log_ref, data.P, rho, gamma)
 
     def evaluate(theta, clients, data: ClientMDP, hp: TabularHParams, weights):
-        r = reward(data, hp)
-
-        def client(P, r, R0, personal):
-            """J_k of the global and of the client's own policy, J0_k of the global one: both
-            policies' visits from one batched solve (one elimination loop, not two)."""
-            thetas = jnp.stack([theta, personal])
-            pi, d = jax.vmap(oracles.discounted_visits, (0, None, None, None))(
-                thetas, P, rho, gamma)
-            r_tau = jax.vmap(oracles.regularised_reward, (0, None, None))(thetas, r, reg)
-            J = jnp.einsum("ps,ps->p", d, jnp.sum(pi * r_tau, axis=-1))
-            return J[0], d[0] @ jnp.sum(pi[0] * R0, axis=-1), J[1]
-
-        per_client, intrinsic, personal = jax.vmap(client)(data.P, r, data.R0, clients.params)
+        """J_k of the global and of each client's own policy, J0_k of the global one: the
+        visits of all 2 K policies from one batched solve."""
+        personal = clients.params
+        thetas = jnp.stack([jnp.broadcast_to(theta, personal.shape), personal], axis=1)
+        pi, d = oracles.visits_of_policies(thetas, data.P, rho, gamma)  # (K, 2, S, A), (K, 2, S)
+        r_tau = jax.vmap(jax.vmap(oracles.regularised_reward, (0, None, None)),
+                         (0, 0, None))(thetas, reward(data, hp), reg)
+        J = jnp.einsum("kps,kps->kp", d, jnp.sum(pi * r_tau, axis=-1))
+        per_client, personal = J[:, 0], J[:, 1]
+        intrinsic = jnp.einsum("ks,ks->k", d[:, 0], jnp.sum(pi[:, 0] * data.R0, axis=-1))
         return {
             "J": weights @ per_client,          # the global objective of the global policy
             "J0": weights @ intrinsic,          # its intrinsic (feedback-free) return
