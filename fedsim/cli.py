@@ -540,8 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "1 if a check fails.")
     bench.add_argument("--quick", action="store_true",
                        help="K up to 1000 (W3: 10), 0.3 s per measurement, jnp.linalg.solve "
-                            "limited to 20 s, grids of 10 rounds, no K = 100000 run (about 5 "
-                            "minutes on 2 cores)")
+                            "limited to 20 s, grids of 10 rounds, no K = 100000 run")
     bench.add_argument("--out", type=Path, default=None,
                        help="results folder (default runs/bench[-quick])")
     bench.add_argument("--device", choices=("cpu", "gpu", "tpu"), default=None,
