@@ -535,12 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "fraction of a matmul peak measured in the same run. DrJAX and Flower come "
                     "with pip install -e \".[bench]\"; a mode whose package is missing is "
                     "skipped and says so. Each cell runs in its own process (its compile time "
-                    "and peak memory are its own). Writes bench.csv, summary.json, "
+                    "and peak memory are its own); where the engine is judged against minimal, "
+                    "drjax or solve, those cells run in three processes each, interleaved, "
+                    "keeping each one's fastest. Writes bench.csv, summary.json, "
                     "bench_table.md and config.json; prints the table and each check, and exits "
                     "1 if a check fails.")
     bench.add_argument("--quick", action="store_true",
-                       help="K up to 1000 (W3: 10), 0.3 s per measurement, jnp.linalg.solve "
-                            "limited to 20 s, grids of 10 rounds, no K = 100000 run")
+                       help="K up to 1000 (W3: 10), 0.3 s per measurement, one process per "
+                            "cell, jnp.linalg.solve limited to 20 s, grids of 10 rounds, no K = "
+                            "100000 run")
     bench.add_argument("--out", type=Path, default=None,
                        help="results folder (default runs/bench[-quick])")
     bench.add_argument("--device", choices=("cpu", "gpu", "tpu"), default=None,

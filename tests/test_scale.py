@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fedsim import bench
 from fedsim.bench import acceptance, add_speedups, run_bench
 from fedsim.bench import workloads as W
 from fedsim.engine import Federation, HParams, make_train
@@ -313,6 +314,31 @@ def test_bench_runs_end_to_end_on_a_tiny_plan(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["checks"] and summary["bench_seconds"] > sum(r["cell_s"] for r in rows)
     assert (summary["device"]["platform"], summary["device"]["jax"]) == ("cpu", jax.__version__)
+
+
+def test_judged_cells_run_in_interleaved_processes_and_keep_their_fastest(monkeypatch):
+    config = bench.make_config(quick=False) | {"clients": [10, 1000], "neural_clients": []}
+    cells = [(c["workload"], c["mode"], c["K"], c.get("pass", 0)) for c in bench.plan(config)
+             if c["kind"] == "mode" and c["workload"] == "W1"]
+    at_1000 = [c for c in cells if c[2] == 1000]
+    # the engine and the JAX programs it is judged against, three times, alternating
+    assert [c[1] for c in at_1000 if c[3] > 0] == ["vectorized", "minimal", "drjax", "solve"] * 2
+    assert [c[3] for c in at_1000 if c[3] > 0] == [1] * 4 + [2] * 4
+    assert not [c for c in cells if c[2] == 10 and c[3] > 0]   # no ratio judged at K = 10
+
+    speeds = iter([3.0, 5.0])   # the second and third processes of W1 minimal at K = 1000
+    monkeypatch.setattr(bench, "run_cell", lambda cell: {"client_steps_per_s": next(speeds),
+                                                         "seconds": 9.0, "cell_s": 2.0})
+    rows = [{"workload": "W1", "mode": "minimal", "K": 1000, "client_steps_per_s": 4.0,
+             "seconds": 1.0, "cell_s": 2.0, "note": ""},
+            {"workload": "W1", "mode": "solve", "K": 1000, "client_steps_per_s": "",
+             "note": "did not finish in 60 s (killed)"}]
+    for i in (1, 2):
+        bench.keep_fastest(rows, {"workload": "W1", "mode": "minimal", "K": 1000, "pass": i})
+        bench.keep_fastest(rows, {"workload": "W1", "mode": "solve", "K": 1000, "pass": i})
+    assert rows[0] == {"workload": "W1", "mode": "minimal", "K": 1000, "client_steps_per_s": 5.0,
+                       "seconds": 9.0, "cell_s": 6.0, "note": "fastest of 3 processes"}
+    assert rows[1]["note"].startswith("did not finish")   # not run again
 
 
 def test_bench_refuses_a_device_jax_does_not_see(tmp_path, capsys):

@@ -1,7 +1,8 @@
 """`fedsim bench`: the engine against per-client baselines, in one run, on this machine.
 
 Every (workload, mode, K) cell runs in its own process (compile time and peak memory are
-per cell); throughput ratios compare cells of the same run. See `workloads` for what each
+per cell); throughput ratios compare cells of the same run, and the cells whose ratios are
+judged run in several processes, interleaved (INTERLEAVED). See `workloads` for what each
 mode is. Writes bench.csv (one row per cell), summary.json (the ratios and the acceptance
 checks of issues 4 and 17) and config.json to the output folder, and prints the table.
 """
@@ -42,12 +43,26 @@ def make_config(quick: bool, device: str | None = None) -> dict:
         "flower_clients": [10, 100],                  # W1 in Flower (seconds per round)
         "solve_timeout_s": 20 if quick else 60,       # the jnp.linalg.solve cells' limit
         "budget_s": 0.3 if quick else 1.0,            # timed seconds per cell (at least a round)
+        "passes": 1 if quick else 3,                  # processes per judged cell (INTERLEAVED)
         "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 10 if quick else 40},
         # `fedsim run tabular` on W1 (about a second of rounds), evaluated every N rounds
         "run": {"K": 100, "rounds": 400, "log_every": [1] if quick else [1, 10]},
         "local_steps": W.LOCAL_STEPS, "step_size": W.STEP_SIZE,
         "neural_step_size": W.NEURAL_STEP_SIZE,
     }
+
+
+# The engine and the hand-written JAX programs it is judged against (NEEDS) run in
+# config["passes"] processes each where their ratio is judged, interleaved (engine, minimal,
+# drjax, solve, engine, ...), and each keeps its fastest: one process against the next varied
+# by 20-30% on a shared 2-core machine, more than the differences being judged.
+INTERLEAVED = ("vectorized", "minimal", "drjax", "solve")
+
+
+def judged_clients(workload: str) -> set[int]:
+    """The K at which the engine is judged against an INTERLEAVED mode on this workload."""
+    return {K for mode in W.modes_for(workload) if mode in INTERLEAVED[1:]
+            for K in NEEDS[mode][0]}
 
 
 def plan(config: dict) -> list[dict]:
@@ -60,6 +75,10 @@ def plan(config: dict) -> list[dict]:
                 cells.append({"kind": "mode", "workload": workload, "mode": mode, "K": K,
                               "budget": config["budget_s"]}
                              | ({"timeout": config["solve_timeout_s"]} if mode == "solve" else {}))
+            if K in judged_clients(workload):
+                cells += [cell | {"pass": i} for i in range(1, config.get("passes", 1))
+                          for cell in cells[-len(W.modes_for(workload)):]
+                          if cell["mode"] in INTERLEAVED and cell["K"] == K]
     cells += [{"kind": "mode", "workload": "W1", "mode": "vectorized", "K": K,
                "budget": config["budget_s"]} for K in config["large_clients"]]
     r = config.get("run", NO_RUN_CELLS)
@@ -147,6 +166,20 @@ def _not_run_after(cell: dict, rows: list[dict]) -> dict | None:
              and r["note"].startswith("did not finish") and r["K"] < cell["K"]]
     row = {"workload": cell["workload"], "mode": cell["mode"], "K": cell["K"], "client_block": ""}
     return _no_figures(row, f"not run: did not finish at K={stuck[0]}") if stuck else None
+
+
+def keep_fastest(rows: list[dict], cell: dict) -> None:
+    """Another process of a cell already in rows: its row keeps the faster of the two
+    measurements, the note counts the processes and cell_s adds up their wall time. A cell
+    that did not finish is not run again."""
+    i = next(i for i, r in enumerate(rows) if (r["workload"], r["mode"], r["K"])
+             == (cell["workload"], cell["mode"], cell["K"]))
+    if not measured(rows[i]):
+        return
+    new, old = run_cell(cell), rows[i]
+    processes = cell["pass"] + 1
+    rows[i] = (old if old["client_steps_per_s"] >= new["client_steps_per_s"] else old | new) | {
+        "cell_s": old["cell_s"] + new["cell_s"], "note": f"fastest of {processes} processes"}
 
 
 def _no_figures(row: dict, note: str) -> dict:
@@ -356,8 +389,11 @@ def run_bench(quick: bool, out: Path, progress: bool = True, config: dict | None
                          "device": config.get("device")})["peak_flops_per_s"]
         with tqdm(cells, desc="bench", unit="cell", disable=not progress) as bar:
             for cell in bar:
-                rows.append({c: "" for c in COLUMNS} | (_not_run_after(cell, rows)
-                                                        or run_cell(cell)))
+                if cell.get("pass"):
+                    keep_fastest(rows, cell)
+                else:
+                    rows.append({c: "" for c in COLUMNS} | (_not_run_after(cell, rows)
+                                                            or run_cell(cell)))
                 add_speedups(rows)
                 add_peak_fractions(rows, peak)
                 write_csv(out / "bench.csv", COLUMNS, rows)   # partial results survive

@@ -36,9 +36,14 @@ class Regularizer(NamedTuple):
 
 
 def _policy_system(theta, P, gamma):
-    """pi and M = I - gamma P_pi, the matrix of the policy's Bellman equation V = M^{-1} r_pi."""
+    """pi and M = I - gamma P_pi, the matrix of the policy's Bellman equation V = M^{-1} r_pi.
+    P_pi = sum_a pi[:, a] P[:, a, :] as A multiply-adds of static slices, one elementwise
+    fusion: under vmap the einsum's batched (S x A) . (A x S) products were 10-15% slower per
+    exact gradient (2-core CPU, S = 20, A = 5, K = 100 and 1000, and in a vmapped grid)."""
     pi = jax.nn.softmax(theta, axis=-1)
-    P_pi = jnp.einsum("sa,sat->st", pi, P)
+    P_pi = pi[:, 0, None] * P[:, 0, :]
+    for a in range(1, P.shape[1]):
+        P_pi = P_pi + pi[:, a, None] * P[:, a, :]
     return pi, jnp.eye(P.shape[0], dtype=P.dtype) - gamma * P_pi
 
 
