@@ -541,9 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "bench_table.md and config.json; prints the table and each check, and exits "
                     "1 if a check fails.")
     bench.add_argument("--quick", action="store_true",
-                       help="K up to 1000 (W3: 10), 0.3 s per measurement, one process per "
-                            "cell, jnp.linalg.solve limited to 20 s, grids of 10 rounds, no K = "
-                            "100000 run")
+                       help="K = 10 and 1000 only (W3: 10; Flower: 10), 0.3 s per "
+                            "measurement, one process per cell, jnp.linalg.solve limited to 20 "
+                            "s, grids of 10 rounds, no K = 100000 run")
     bench.add_argument("--out", type=Path, default=None,
                        help="results folder (default runs/bench[-quick])")
     bench.add_argument("--device", choices=("cpu", "gpu", "tpu"), default=None,

@@ -311,15 +311,16 @@ def loop_round(problem: Problem, per_step: bool):
     fed = Federation("fedavg", LOCAL_STEPS)
     key = jax.random.key(0)
     clients = jax.jit(make_trainer(task, fed.algorithm_parts(), fed).init)(params0, data, key).clients
-    # Each client's rows, cut on the host and placed on the device in one call (slicing
-    # device arrays costs a dispatch per client and leaf: 15 s of set-up at K = 10 000).
+    # Each client's rows, cut on the host and placed on the device in one call: slicing the
+    # device arrays dispatched once per client and leaf (1.6 s against 0.5 s at K = 2000).
     row = lambda tree, k: jax.tree.map(lambda x: x[k], tree)
     host = jax.device_get((data, hparams.task, clients))
     per_client, states = map(list, zip(*jax.device_put(
         [((row(host[0], k), row(host[1], k)), row(host[2], k)) for k in range(num_clients)])))
     lrs = jnp.full((LOCAL_STEPS,), step_size, jnp.float32)
     # The server's running weighted sum, one client at a time, as a loop framework aggregates
-    # (one jitted K-ary stack would compile anew for every K: minutes at K = 10 000)
+    # (a jitted stack of K arguments compiled anew for every K: 4 s at K = 2000, and most
+    # of the 3 minutes a K = 10 000 loop cell took)
     accumulate = jax.jit(lambda total, held, w: jax.tree.map(lambda a, x: a + w * x, total, held))
     client_weights = [np.float32(w) for w in np.asarray(weights)]
     if per_step:

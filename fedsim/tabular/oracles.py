@@ -76,10 +76,10 @@ def client_return(theta, P, r, rho, gamma, reg: Regularizer = Regularizer()):
 
 def client_gradient(theta, P, r, rho, gamma, reg: Regularizer = Regularizer()):
     """The exact policy gradient dJ/dtheta (S, A), from one matrix inverse: it needs both
-    V = M^{-1} r_pi and d^T = rho^T M^{-1} (fedsim.tabular.linalg). Contractions are einsums
-    (dot_general): with the clients vmapped inside a vmapped grid, a product-then-sum over a
-    middle axis ran 40x slower on XLA's CPU backend than at one vmap level, and dot_general
-    did not."""
+    V = M^{-1} r_pi and d^T = rho^T M^{-1} (fedsim.tabular.linalg). Q's contraction is an
+    einsum (dot_general): with the clients vmapped inside a vmapped grid, a product-then-sum
+    over a middle axis ran 40x slower on XLA's CPU backend than at one vmap level, and
+    dot_general did not (P_pi, in _policy_system, sums A static slices: no reduction)."""
     pi, M = _policy_system(theta, P, gamma)
     r_tau = regularised_reward(theta, r, reg)
     M_inv = inverse_diagonally_dominant(M)
