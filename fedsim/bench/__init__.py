@@ -70,16 +70,15 @@ def plan(config: dict) -> list[dict]:
     cells = []
     for workload in list(W.WORKLOADS) + [W.NEURAL]:
         for K in config["clients"] if workload != W.NEURAL else config["neural_clients"]:
-            for mode in W.modes_for(workload):
-                if mode == "flower" and K not in config.get("flower_clients", ()):
-                    continue
-                cells.append({"kind": "mode", "workload": workload, "mode": mode, "K": K,
-                              "budget": config["budget_s"]}
-                             | ({"timeout": config["solve_timeout_s"]} if mode == "solve" else {}))
+            here = [{"kind": "mode", "workload": workload, "mode": mode, "K": K,
+                     "budget": config["budget_s"]}
+                    | ({"timeout": config["solve_timeout_s"]} if mode == "solve" else {})
+                    for mode in W.modes_for(workload)
+                    if mode != "flower" or K in config.get("flower_clients", ())]
+            cells += here
             if K in judged_clients(workload):
                 cells += [cell | {"pass": i} for i in range(1, config.get("passes", 1))
-                          for cell in cells[-len(W.modes_for(workload)):]
-                          if cell["mode"] in INTERLEAVED and cell["K"] == K]
+                          for cell in here if cell["mode"] in INTERLEAVED]
     cells += [{"kind": "mode", "workload": "W1", "mode": "vectorized", "K": K,
                "budget": config["budget_s"]} for K in config["large_clients"]]
     r = config.get("run", NO_RUN_CELLS)
