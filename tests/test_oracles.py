@@ -66,6 +66,39 @@ def test_global_objective_is_weighted_sum():
     np.testing.assert_allclose(J, np.dot(inst.p, per_client), rtol=1e-5)
 
 
+@pytest.mark.parametrize("heterogeneity", [0.0, 1.0])
+def test_task_evaluation_matches_the_float64_reference(heterogeneity):
+    """The task's evaluation (the global policy's visits from one solve when the dynamics are
+    shared, else per client) against the float64 reference, client by client, with a KL
+    regulariser; the clients' own policies differ from the global one."""
+    from fedsim.engine import ClientState
+    from fedsim.tabular.config import LearnerSpec
+    from fedsim.tabular.mdp import client_data
+    from fedsim.tabular.task import client_hparams, make_task
+
+    inst, theta, *_ = _problem(seed=2, transition_heterogeneity=heterogeneity)
+    assert inst.shared_dynamics == (heterogeneity == 0.0)
+    task = make_task(inst, LearnerSpec(reg="kl", tau=0.3))
+    own = theta + jnp.asarray(np.random.default_rng(5).normal(size=(inst.num_clients,)
+                                                             + theta.shape), jnp.float32)
+    clients = ClientState(own, (), (), (), ())
+    metrics, per_client = jax.jit(task.evaluate)(theta, clients, client_data(inst),
+                                                 client_hparams(inst), jnp.asarray(inst.p))
+    log_ref = np.asarray(jax.nn.log_softmax(jnp.asarray(inst.theta0)), np.float64)
+    value = lambda th, k, r: reference.policy_values(
+        np.float64(th), np.float64(inst.P[k]), np.float64(r[k]), np.float64(inst.rho),
+        inst.gamma, 0.3, log_ref)[0]
+    shaped = inst.shaped_reward()
+    for k in range(inst.num_clients):
+        np.testing.assert_allclose(per_client["J_client"][k], value(theta, k, shaped), rtol=1e-5)
+        np.testing.assert_allclose(per_client["J_personal_client"][k], value(own[k], k, shaped),
+                                   rtol=1e-5)
+    J0 = [reference.policy_values(np.float64(theta), np.float64(inst.P[k]),
+                                  np.float64(inst.R0[k]), np.float64(inst.rho), inst.gamma)[0]
+          for k in range(inst.num_clients)]
+    np.testing.assert_allclose(metrics["J0"], np.dot(inst.p, J0), rtol=1e-5)
+
+
 def test_batched_visits_match_each_policy_alone():
     """visits_of_policies (one batched solve for K clients x 2 policies) against
     discounted_visits of each policy in its client's MDP, and J from them against the float64

@@ -68,9 +68,11 @@ def test_flower_mode_computes_the_same_rounds():
 
 
 def test_flop_count_counts_every_loop_iteration():
-    """XLA counts a loop body once; program_flops counts it as often as it runs, through
+    """XLA counts a loop body once; program_cost counts it as often as it runs, through
     unrolling, remainders and nesting."""
-    from fedsim.bench.flops import program_flops
+    from fedsim.bench.flops import program_cost
+
+    program_flops = lambda fn, *args: program_cost(fn, *args)["flops"]
 
     a, matmul = jnp.ones((16, 16)), 2 * 16 ** 3
     loop = lambda n, u: lambda a: jax.lax.fori_loop(0, n, lambda i, c: c @ a, a, unroll=u)
@@ -80,6 +82,23 @@ def test_flop_count_counts_every_loop_iteration():
     assert program_flops(nested, a) == pytest.approx(12 * matmul, rel=1e-3)
     with pytest.raises(ValueError, match="while loop"):
         program_flops(lambda a, n: jax.lax.fori_loop(0, n, lambda i, c: c @ a, a), a, 3)
+    # bytes too: each iteration adds the same traffic, at least the product's reads and write
+    traffic = [program_cost(loop(n, 1), a)["bytes"] for n in (2, 3, 6)]   # n = 1: no loop
+    per_iteration = traffic[1] - traffic[0]
+    assert per_iteration >= 3 * a.nbytes
+    assert traffic[2] - traffic[0] == pytest.approx(4 * per_iteration, rel=1e-3)
+
+
+def test_roofline_takes_the_lower_of_the_peak_and_the_bandwidth_bound():
+    from fedsim.bench import roofline
+
+    limits = {"peak_flops_per_s": 100e9, "stream_bytes_per_s": 50e9}
+    row = {"flops_per_client_step": 1000.0, "bytes_per_client_step": 4000.0, "gflops_per_s": 5.0}
+    low = roofline(row, limits)   # 0.25 FLOP/byte: the bandwidth bounds it at 12.5 GFLOP/s
+    assert low["bound_flops_per_s"] == pytest.approx(12.5e9)
+    assert low["achieved_fraction_of_bound"] == pytest.approx(0.4)
+    high = roofline(row | {"bytes_per_client_step": 100.0}, limits)   # 10 FLOP/byte: the peak
+    assert high["bound_flops_per_s"] == pytest.approx(100e9) and high["bound_fraction_of_peak"] == 1
 
 
 def _tiny_run(lam, key, data, weights, task, fed, theta0, rounds=4):
@@ -307,13 +326,15 @@ def test_bench_runs_end_to_end_on_a_tiny_plan(tmp_path):
         ("W1", "grid_2x2_init_blocks500"), ("W1", "grid_1x1")]
     assert all(r["client_steps_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
     assert all(r["cell_s"] > r["seconds"] for r in rows)   # start-up and compilation included
-    assert all(0 < r["fraction_of_peak"] < 1 for r in rows if r["mode"] in ("vectorized", "drjax"))
+    assert all(0 < r["fraction_of_peak"] < 1 and r["fraction_of_stream"] > 0
+               for r in rows if r["mode"] in ("vectorized", "drjax"))
     run = next(r for r in rows if r["mode"] == "run")   # its compiled rounds are part of it
     assert 0 < run["run_overhead"] < 1 and "the rounds alone" in run["note"]
     assert (tmp_path / "bench.csv").read_text().count("\n") == len(rows) + 1
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["checks"] and summary["bench_seconds"] > sum(r["cell_s"] for r in rows)
     assert (summary["device"]["platform"], summary["device"]["jax"]) == ("cpu", jax.__version__)
+    assert summary["stream_bytes_per_s"] > 0 and summary["roofline"] == {}   # no W1 K=1000
 
 
 def test_judged_cells_run_in_interleaved_processes_and_keep_their_fastest(monkeypatch):
@@ -325,19 +346,23 @@ def test_judged_cells_run_in_interleaved_processes_and_keep_their_fastest(monkey
     assert [c[1] for c in at_1000 if c[3] > 0] == ["vectorized", "minimal", "drjax", "solve"] * 2
     assert [c[3] for c in at_1000 if c[3] > 0] == [1] * 4 + [2] * 4
     assert not [c for c in cells if c[2] == 10 and c[3] > 0]   # no ratio judged at K = 10
+    full = [(c["mode"], c["K"]) for c in bench.plan(bench.make_config(quick=False))]
+    assert ("loop", 10000) in full and ("loop_step", 1000) in full
+    assert not [c for c in full if c[0] in ("loop_step", "numpy") and c[1] > 1000]
 
     speeds = iter([3.0, 5.0])   # the second and third processes of W1 minimal at K = 1000
     monkeypatch.setattr(bench, "run_cell", lambda cell: {"client_steps_per_s": next(speeds),
                                                          "seconds": 9.0, "cell_s": 2.0})
+    counts = {"flops_per_client_step": 7.0, "bytes_per_client_step": 11.0}   # the first's
     rows = [{"workload": "W1", "mode": "minimal", "K": 1000, "client_steps_per_s": 4.0,
-             "seconds": 1.0, "cell_s": 2.0, "note": ""},
+             "seconds": 1.0, "cell_s": 2.0, "note": ""} | counts,
             {"workload": "W1", "mode": "solve", "K": 1000, "client_steps_per_s": "",
              "note": "did not finish in 60 s (killed)"}]
     for i in (1, 2):
         bench.keep_fastest(rows, {"workload": "W1", "mode": "minimal", "K": 1000, "pass": i})
         bench.keep_fastest(rows, {"workload": "W1", "mode": "solve", "K": 1000, "pass": i})
     assert rows[0] == {"workload": "W1", "mode": "minimal", "K": 1000, "client_steps_per_s": 5.0,
-                       "seconds": 9.0, "cell_s": 6.0, "note": "fastest of 3 processes"}
+                       "seconds": 9.0, "cell_s": 6.0, "note": "fastest of 3 processes"} | counts
     assert rows[1]["note"].startswith("did not finish")   # not run again
 
 

@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from fedsim.rundir import RunFolder
 COLUMNS = ["workload", "mode", "K", "client_block", "rounds", "client_steps", "seconds",
            "client_steps_per_s", "env_steps_per_s", "compile_s", "peak_rss_mb",
            "vectorized_speedup", "flops_per_client_step", "gflops_per_s", "fraction_of_peak",
-           "run_overhead", "cell_s", "note"]
+           "bytes_per_client_step", "gbytes_per_s", "fraction_of_stream", "run_overhead",
+           "cell_s", "note"]
 
 
 # --device: the JAX platforms a cell's process may use (JAX_PLATFORMS); None: what JAX sees
@@ -37,17 +39,17 @@ DEVICES = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
 def make_config(quick: bool, device: str | None = None) -> dict:
     return {
         "quick": quick, "device": device,
-        # --quick: a cell's process start-up alone is 3-4 s (JAX's import), so fewer cells
+        # --quick: fewer cells (each takes 3-10 s: compilation, the FLOP count, the repeats)
         "clients": [10, 1000] if quick else [1, 10, 100, 1000, 10000],
         "neural_clients": [10] if quick else [10, 100, 1000],   # W3
         "large_clients": [] if quick else [100000],   # vectorized W1 only: memory at scale
         "flower_clients": [10] if quick else [10, 100],   # W1 in Flower (seconds per round)
-        "solve_timeout_s": 20 if quick else 60,       # the jnp.linalg.solve cells' limit
-        "budget_s": 0.3 if quick else 1.0,            # timed seconds per cell (at least a round)
+        "solve_timeout_s": 10 if quick else 30,       # the jnp.linalg.solve cells' limit
+        "budget_s": 0.3 if quick else 0.7,            # timed seconds per cell (at least a round)
         "passes": 1 if quick else 3,                  # processes per judged cell (INTERLEAVED)
-        "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 10 if quick else 40},
+        "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 4 if quick else 10},
         # `fedsim run tabular` on W1 (about a second of rounds), evaluated every N rounds
-        "run": {"K": 100, "rounds": 400, "log_every": [1] if quick else [1, 10]},
+        "run": {"K": 100, "rounds": 400, "log_every": [1]},
         "local_steps": W.LOCAL_STEPS, "step_size": W.STEP_SIZE,
         "neural_step_size": W.NEURAL_STEP_SIZE,
     }
@@ -58,6 +60,12 @@ def make_config(quick: bool, device: str | None = None) -> dict:
 # drjax, solve, engine, ...), and each keeps its fastest: one process against the next varied
 # by 20-30% on a shared 2-core machine, more than the differences being judged.
 INTERLEAVED = ("vectorized", "minimal", "drjax", "solve")
+
+
+# Modes not run above this K: Python loops over clients and steps, whose time per
+# client-step does not depend on K (1.9e4 and 1.2e4 for W1's loop_step at K = 1000 and
+# 10 000, 1.05e4 and 1.17e4 for numpy; 6 December), at a minute a cell at K = 10 000
+LARGEST_K = {"loop_step": 1000, "numpy": 1000}
 
 
 def judged_clients(workload: str) -> set[int]:
@@ -74,7 +82,8 @@ def plan(config: dict) -> list[dict]:
                      "budget": config["budget_s"]}
                     | ({"timeout": config["solve_timeout_s"]} if mode == "solve" else {})
                     for mode in W.modes_for(workload)
-                    if mode != "flower" or K in config.get("flower_clients", ())]
+                    if (mode != "flower" or K in config.get("flower_clients", ()))
+                    and K <= LARGEST_K.get(mode, K)]
             cells += here
             if K in judged_clients(workload):
                 cells += [cell | {"pass": i} for i in range(1, config.get("passes", 1))
@@ -136,26 +145,83 @@ def run_cell(cell: dict) -> dict:
     if missing := missing_package(cell["mode"]):
         return _no_figures(row, f"skipped: {missing} is not installed "
                                 "(pip install -e \".[bench]\")")
-    # A session of its own: Ctrl-C in the terminal reaches only this process, which stops
-    # after the cell in progress, instead of killing the measurement half-way.
     start = time.perf_counter()
-    try:
-        done = subprocess.run([sys.executable, "-m", "fedsim.bench.cell", json.dumps(cell)],
-                              capture_output=True, text=True, start_new_session=True,
-                              env=_device_env(cell.get("device")), timeout=cell.get("timeout"))
-    except subprocess.TimeoutExpired:
+    result = _in_own_process(cell)
+    if result is None:
         return _no_figures(row, f"did not finish in {cell['timeout']} s (killed)") | {
             "cell_s": time.perf_counter() - start}
     row["cell_s"] = time.perf_counter() - start   # the process's wall time, start-up included
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmark cell {cell} failed:\n{done.stderr[-3000:]}")
-    row.update(json.loads(done.stdout.strip().splitlines()[-1]))
+    row.update(result)
     if cell["kind"] == "peak":
         return row
     row["client_steps_per_s"] = row["client_steps"] / row["seconds"]
     env = W.env_steps_per_client_step(cell["workload"])
     row["env_steps_per_s"] = row["client_steps_per_s"] * env if env else ""
     return row
+
+
+class _CellServer:
+    """The process that forks each cell's process (fedsim.bench.cell.serve): it has imported
+    JAX and fedsim, with JAX_PLATFORMS set for --device, and started no JAX backend, so a
+    cell's process starts in milliseconds instead of 3-4 s, its compilations and peak memory
+    still its own. It runs in a session of its own: Ctrl-C in the terminal reaches only the
+    bench, which stops after the cell in progress instead of killing it half-way."""
+
+    def __init__(self, device: str | None):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "fedsim.bench.cell", "--serve"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, start_new_session=True, env=_device_env(device))
+
+    def measure(self, cell: dict) -> dict | None:
+        """The cell's measurement, or None when it ran past cell["timeout"] (killed)."""
+        with tempfile.TemporaryDirectory() as folder:
+            result, log = Path(folder) / "result.json", Path(folder) / "output.log"
+            self.process.stdin.write(json.dumps({"cell": cell, "result": str(result),
+                                                 "log": str(log)}) + "\n")
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the bench's cell server ended (exit code "
+                                   f"{self.process.wait()}) before cell {cell}")
+            ended = json.loads(line)
+            if ended["killed"]:
+                return None
+            if ended["exit"] != 0 or not result.exists():
+                raise RuntimeError(f"benchmark cell {cell} failed (exit code {ended['exit']}):"
+                                   f"\n{log.read_text()[-3000:] if log.exists() else ''}")
+            return json.loads(result.read_text())
+
+
+_SERVERS: dict = {}   # device -> its _CellServer, for the life of this process
+
+# Modes whose cells start a new interpreter instead: forked, the LAPACK and BLAS they call
+# ran slower (W1 solve at K = 10: 5.5-6.9e4 client-steps/s forked, 8.0-9.6e4 in a new
+# process, interleaved; numpy 8-11% slower), which would flatter the engine
+NEW_INTERPRETER = ("solve", "numpy", "flower")
+
+
+def _in_own_process(cell: dict) -> dict | None:
+    """fedsim.bench.cell.measure(cell) in a process of its own, or None when it ran past
+    cell["timeout"] (then it was killed)."""
+    if cell["mode"] in NEW_INTERPRETER:
+        return _in_new_interpreter(cell)
+    device = cell.get("device")
+    if device not in _SERVERS or _SERVERS[device].process.poll() is not None:
+        _SERVERS[device] = _CellServer(device)
+    return _SERVERS[device].measure(cell)
+
+
+def _in_new_interpreter(cell: dict) -> dict | None:
+    # a session of its own, for the reason _CellServer gives
+    try:
+        done = subprocess.run([sys.executable, "-m", "fedsim.bench.cell", json.dumps(cell)],
+                              capture_output=True, text=True, start_new_session=True,
+                              env=_device_env(cell.get("device")), timeout=cell.get("timeout"))
+    except subprocess.TimeoutExpired:
+        return None
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark cell {cell} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _not_run_after(cell: dict, rows: list[dict]) -> dict | None:
@@ -179,7 +245,10 @@ def keep_fastest(rows: list[dict], cell: dict) -> None:
     new, old = run_cell(cell), rows[i]
     processes = cell["pass"] + 1
     rows[i] = (old if old["client_steps_per_s"] >= new["client_steps_per_s"] else old | new) | {
-        "cell_s": old["cell_s"] + new["cell_s"], "note": f"fastest of {processes} processes"}
+        "cell_s": old["cell_s"] + new["cell_s"], "note": f"fastest of {processes} processes",
+        # counted by the first process only
+        **{count: old.get(count, "") for count in ("flops_per_client_step",
+                                                   "bytes_per_client_step")}}
 
 
 def _no_figures(row: dict, note: str) -> dict:
@@ -190,12 +259,32 @@ def measured(row: dict) -> bool:
     return row.get("client_steps_per_s", "") != ""
 
 
-def add_peak_fractions(rows: list[dict], peak_flops_per_s: float) -> None:
-    """Achieved FLOP/s from XLA's count per client-step, as a fraction of the matmul peak."""
+def add_peak_fractions(rows: list[dict], limits: dict) -> None:
+    """Achieved FLOP/s and bytes/s from XLA's counts per client-step, as fractions of the
+    matmul peak and of the in-cache stream bandwidth (limits: the "peak" cell's)."""
     for r in rows:
         if measured(r) and r.get("flops_per_client_step", "") != "":
             r["gflops_per_s"] = r["flops_per_client_step"] * r["client_steps_per_s"] / 1e9
-            r["fraction_of_peak"] = r["gflops_per_s"] * 1e9 / peak_flops_per_s
+            r["fraction_of_peak"] = r["gflops_per_s"] * 1e9 / limits["peak_flops_per_s"]
+            r["gbytes_per_s"] = r["bytes_per_client_step"] * r["client_steps_per_s"] / 1e9
+            r["fraction_of_stream"] = r["gbytes_per_s"] * 1e9 / limits["stream_bytes_per_s"]
+
+
+def measure_limits(device: str | None) -> dict:
+    """The device's limits in a cell of their own: LIMITS' names and values."""
+    row = run_cell({"kind": "peak", "workload": "-", "mode": "limits", "K": 0, "device": device})
+    return {name: row[name] for name in LIMITS}
+
+
+def roofline(row: dict, limits: dict) -> dict:
+    """What bounds a cell's FLOP/s (Williams et al., Roofline, CACM 2009): its arithmetic
+    intensity (XLA's flops per byte of its fusions' traffic) times the in-cache bandwidth,
+    or the matmul peak, whichever is lower; and the cell's FLOP/s as a fraction of that."""
+    intensity = row["flops_per_client_step"] / row["bytes_per_client_step"]
+    bound = min(limits["peak_flops_per_s"], intensity * limits["stream_bytes_per_s"])
+    return {"flops_per_byte": intensity, "bound_flops_per_s": bound,
+            "bound_fraction_of_peak": bound / limits["peak_flops_per_s"],
+            "achieved_fraction_of_bound": row["gflops_per_s"] * 1e9 / bound}
 
 
 def _device_env(device: str | None) -> dict:
@@ -237,6 +326,7 @@ NEEDS = {"minimal": ((1000, 10000), 0.9), "drjax": ((1000, 10000), 1.0),
          "solve": ((100,), 2.0), "flower": ((10, 100), 1000.0), "numpy": ((1000,), 10.0),
          "loop": ((1000,), 30.0), "loop_step": ((1000,), 30.0)}
 PEAK_FRACTION = 0.10   # W1 at K = 1000: the least fraction of the matmul peak
+LIMITS = ("peak_flops_per_s", "stream_bytes_per_s")   # what the "peak" cell measures
 RUN_OVERHEAD = 0.20    # fedsim run tabular: the most of its time beyond the compiled rounds
 
 
@@ -358,16 +448,25 @@ def markdown_table(rows: list[dict], summary: dict) -> str:
     pkgs = ", ".join(f"{k} {v}" for k, v in summary["versions"].items() if v)
     lines = [f"Machine: {machine['platform']} ({machine['processor'] or 'processor not reported'}),"
              f" {dev['count']} {dev['platform']} device(s) ({dev['device']}); {pkgs}. Matmul peak "
-             f"{summary['peak_flops_per_s'] / 1e9:.0f} GFLOP/s (2048² float32). The bench took "
-             f"{summary['bench_seconds'] / 60:.1f} minutes, every cell's start-up included.", "",
-             "| workload | mode | K | client-steps/s | engine × | GFLOP/s | % of peak | note |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{summary['peak_flops_per_s'] / 1e9:.0f} GFLOP/s (2048² float32), in-cache stream "
+             f"{summary['stream_bytes_per_s'] / 1e9:.0f} GB/s. The bench took "
+             f"{summary['bench_seconds'] / 60:.1f} minutes, each cell in a process of its own "
+             "(forked from one that has imported JAX, or for solve, numpy and flower a new "
+             "interpreter), its start-up included.", "",
+             "| workload | mode | K | client-steps/s | engine × | GFLOP/s | % of peak | GB/s | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cells = [r["workload"], r["mode"], str(r["K"]), _figure(r["client_steps_per_s"], ".3g"),
                  _figure(r["vectorized_speedup"], ".3g"), _figure(r["gflops_per_s"], ".3g"),
                  _figure(r["fraction_of_peak"] and 100 * r["fraction_of_peak"], ".1f"),
-                 r.get("note", "")]
+                 _figure(r["gbytes_per_s"], ".3g"), r.get("note", "")]
         lines.append("| " + " | ".join(cells) + " |")
+    for cell, bound in summary["roofline"].items():
+        lines += ["", f"Roofline of {cell}: {bound['flops_per_byte']:.2f} FLOP per byte of its "
+                  "fusions' traffic (XLA's counts), so the in-cache bandwidth bounds it at "
+                  f"{bound['bound_flops_per_s'] / 1e9:.1f} GFLOP/s "
+                  f"({100 * bound['bound_fraction_of_peak']:.0f}% of the matmul peak); it ran at "
+                  f"{100 * bound['achieved_fraction_of_bound']:.0f}% of that bound."]
     lines += ["", "| check | measured | wanted | verdict |", "|---|---|---|---|"]
     for c in summary["checks"]:
         value = c["measured"] if isinstance(c["measured"], str) else format(c["measured"], ".3g")
@@ -385,8 +484,7 @@ def run_bench(quick: bool, out: Path, progress: bool = True, config: dict | None
     with RunFolder(out, config) as folder:
         out, rows, start = folder.path, [], time.perf_counter()
         cells = [cell | {"device": config.get("device")} for cell in plan(config)]
-        peak = run_cell({"kind": "peak", "workload": "-", "mode": "matmul_peak", "K": 0,
-                         "device": config.get("device")})["peak_flops_per_s"]
+        limits = measure_limits(config.get("device"))
         with tqdm(cells, desc="bench", unit="cell", disable=not progress) as bar:
             for cell in bar:
                 if cell.get("pass"):
@@ -395,17 +493,29 @@ def run_bench(quick: bool, out: Path, progress: bool = True, config: dict | None
                     rows.append({c: "" for c in COLUMNS} | (_not_run_after(cell, rows)
                                                             or run_cell(cell)))
                 add_speedups(rows)
-                add_peak_fractions(rows, peak)
+                add_peak_fractions(rows, limits)
                 write_csv(out / "bench.csv", COLUMNS, rows)   # partial results survive
                 stop_if_requested(f"bench stopped after {len(rows)} of {len(cells)} cells; "
                                   f"those are in {out / 'bench.csv'}")
+        # the limits again, at the end: each is the best seen (a slow spell of this shared
+        # machine once measured the matmul at 79 GFLOP/s, against 126-139 in other runs)
+        limits = {name: max(value, limits[name])
+                  for name, value in measure_limits(config.get("device")).items()}
+        add_peak_fractions(rows, limits)
+        write_csv(out / "bench.csv", COLUMNS, rows)
         checks = acceptance(rows, config)
         summary = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                                "python": platform.python_version()},
                    # where the cells ran: JAX's platform and device kind, and its version
                    "device": device, "versions": versions(),
-                   # the device's practical peak: a 2048^2 float32 matmul, fastest of 5
-                   "peak_flops_per_s": peak,
+                   # the device's limits: a 2048^2 float32 matmul's FLOP/s, fastest of 5,
+                   # and an in-cache stream's bytes/s (fedsim.bench.flops), the best of their
+                   # measurements before and after the cells
+                   **limits,
+                   # what bounds the FLOP/s of the cell judged against the peak
+                   "roofline": {f"{r['workload']} {r['mode']} K={r['K']}": roofline(r, limits)
+                                for r in rows if (r["workload"], r["mode"], r["K"])
+                                == ("W1", "vectorized", 1000) and r["gflops_per_s"] != ""},
                    "checks": checks,
                    "bench_seconds": time.perf_counter() - start,   # every cell, start-up included
                    # over the checks judged (a skipped mode's are not)

@@ -1,16 +1,21 @@
-"""One benchmark measurement in a fresh process, so that its peak memory is its own.
+"""One benchmark measurement in a process of its own, so that its peak memory and its
+compilations are its own: `serve` forks those processes for fedsim.bench, and
 
     python -m fedsim.bench.cell '{"kind": "mode", "workload": "W1", "mode": "loop", "K": 100,
                                   "budget": 1.0}'
 
-prints one JSON line: the measurement and the process's peak resident memory.
+prints one cell's JSON line: the measurement and the process's peak resident memory.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
+import signal
 import sys
+import time
+import traceback
 
 from fedsim.bench import flops
 from fedsim.bench import workloads as W
@@ -18,12 +23,13 @@ from fedsim.bench import workloads as W
 
 def measure(cell: dict) -> dict:
     if cell["kind"] == "peak":
-        return {"peak_flops_per_s": flops.matmul_peak()["flops_per_s"]}
+        return {"peak_flops_per_s": flops.matmul_peak()["flops_per_s"],
+                "stream_bytes_per_s": flops.stream_bandwidth()["bytes_per_s"]}
     if cell.get("mode") == "flower":
         return _flower(cell)
     if cell["kind"] == "run":
         return _run_path(cell)
-    flops_per_step = ""
+    cost = {"flops": "", "bytes": ""}
     if cell["kind"] == "grid":
         m = W.time_grid(W.instance_for(cell["K"]), cell["lams"], cell["seeds"], cell["rounds"],
                         cell["seeded_init"], cell.get("cells_per_block"))
@@ -37,13 +43,16 @@ def measure(cell: dict) -> dict:
                        else W.problem_for(cell["workload"], cell["K"]))
             if cell["mode"] in W.ROUNDS_OF_MODE:
                 m = W.time_vectorized(problem, budget, mode=cell["mode"])
-                if cell["mode"] != "solve":   # XLA does not count LAPACK's custom calls
-                    flops_per_step = flops.client_step_flops(problem, W.LOCAL_STEPS)
+                # XLA does not count LAPACK's custom calls (solve); a cell's other processes
+                # (fedsim.bench.INTERLEAVED) run the program its first one counted
+                if cell["mode"] != "solve" and not cell.get("pass"):
+                    cost = flops.client_step_cost(problem, W.LOCAL_STEPS)
             else:
                 m = W.time_loop(problem, per_step=cell["mode"] == "loop_step", budget=budget)
     client_steps = m.rounds * W.LOCAL_STEPS * cell["K"] * runs
     return {"rounds": m.rounds, "client_steps": client_steps, "seconds": m.seconds,
-            "compile_s": m.compile_seconds, "flops_per_client_step": flops_per_step,
+            "compile_s": m.compile_seconds, "flops_per_client_step": cost["flops"],
+            "bytes_per_client_step": cost["bytes"],
             "peak_rss_mb": _peak_rss_mb()}
 
 
@@ -81,5 +90,52 @@ def _flower(cell: dict) -> dict:
                     f"run_simulation took {out['seconds']:.1f} s in all"}
 
 
+def serve() -> None:
+    """The bench's cell server (fedsim.bench._CellServer): for each request on stdin, one JSON
+    line {"cell", "result", "log", with the cell's "timeout" if any}, it forks a process that
+    measures the cell, then prints {"exit", "killed"} when that process has ended (killed
+    past the timeout). JAX is imported here and its backend started in each child."""
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _measure_in_child(request)
+        timeout = request["cell"].get("timeout")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        killed = False
+        while not (status := os.waitpid(pid, os.WNOHANG))[0]:
+            if deadline is not None and time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                status, killed = os.waitpid(pid, 0), True
+                break
+            time.sleep(0.01)
+        print(json.dumps({"exit": os.waitstatus_to_exitcode(status[1]), "killed": killed}),
+              flush=True)
+
+
+def _measure_in_child(request: dict) -> None:
+    """A cell's process: its output to the log, its measurement (JSON) to the result file,
+    exit code 1 with the traceback in the log if it fails. Never returns."""
+    code = 1
+    try:
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        for fd in (1, 2):
+            os.dup2(log, fd)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)   # the server's requests are not ours
+        result = measure(request["cell"])
+        with open(request["result"], "w") as f:
+            json.dump(result, f)
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    print(json.dumps(measure(json.loads(sys.argv[1]))))
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        print(json.dumps(measure(json.loads(sys.argv[1]))))

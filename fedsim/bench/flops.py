@@ -1,10 +1,12 @@
-"""How close to the machine's limit: FLOPs counted by XLA, and a peak measured beside them.
+"""How close to the machine's limit: FLOPs and bytes counted by XLA, and the limits
+measured beside them (a large matmul's FLOP/s, an in-cache stream's bytes/s: a roofline).
 
 XLA's cost analysis counts a loop's body once, whatever its trip count (checked: a scan of
-5 matmuls reports the flops of one). `program_flops` corrects for that from the jaxpr: for
+5 matmuls reports the flops of one). `program_cost` corrects for that from the jaxpr: for
 every scan it adds (length - unrolled copies) times the body's own corrected count, each
 body compiled on its own. Custom calls (LAPACK's solves on the CPU) count as zero, so a
-program that uses them is not counted here.
+program that uses them is not counted here. Its bytes are what XLA's fusions read and write
+(the traffic between fusions, through the caches), not what reaches DRAM.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.extend import core as jex_core
 
+COUNTS = ("flops", "bytes accessed")   # XLA's names, in the order of the arrays below
 
-def _xla_flops(closed_jaxpr) -> float:
+
+def _xla_cost(closed_jaxpr) -> np.ndarray:
     fn = jex_core.jaxpr_as_fun(closed_jaxpr)
     args = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in closed_jaxpr.in_avals]
     cost = jax.jit(fn).lower(*args).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost.get("flops", 0.0))
+    return np.array([float(cost.get(name, 0.0)) for name in COUNTS])
 
 
 def _sub_jaxprs(eqn):
@@ -31,10 +36,10 @@ def _sub_jaxprs(eqn):
             yield sub if hasattr(sub, "jaxpr") else jex_core.ClosedJaxpr(sub, ())
 
 
-def _loop_correction(jaxpr) -> float:
-    """What XLA's count of `jaxpr` misses: for every scan inside it (through nested calls),
+def _loop_correction(jaxpr) -> np.ndarray:
+    """What XLA's counts of `jaxpr` miss: for every scan inside it (through nested calls),
     the iterations beyond the unrolled copies XLA counted, at their own corrected count."""
-    extra = 0.0
+    extra = np.zeros(len(COUNTS))
     for eqn in jaxpr.eqns:
         if eqn.primitive.name == "scan":
             body, length = eqn.params["jaxpr"], eqn.params["length"]
@@ -43,11 +48,11 @@ def _loop_correction(jaxpr) -> float:
             u = length if unroll is True else min(max(int(unroll), 1), length)
             counted = u + (1 if length % u else 0) if u < length else length
             if length > counted:
-                extra += (length - counted) * (_xla_flops(body) + _loop_correction(body.jaxpr))
+                extra += (length - counted) * (_xla_cost(body) + _loop_correction(body.jaxpr))
             extra += counted * _loop_correction(body.jaxpr)
         elif eqn.primitive.name in ("while", "cond"):
             if eqn.primitive.name == "while":
-                raise ValueError("program_flops: a while loop's trip count is not known; "
+                raise ValueError("program_cost: a while loop's trip count is not known; "
                                  "count a program with static loops")
             # cond: XLA counts every branch; a branch's own scans are not corrected here
         else:
@@ -56,18 +61,19 @@ def _loop_correction(jaxpr) -> float:
     return extra
 
 
-def program_flops(fn, *args) -> float:
-    """The floating-point operations of fn(*args), by XLA's cost analysis with each scan
-    counted as many times as it runs."""
+def program_cost(fn, *args) -> dict:
+    """{"flops", "bytes"} of fn(*args): XLA's cost analysis with each scan counted as many
+    times as it runs."""
     closed = jax.make_jaxpr(fn)(*args)
-    return _xla_flops(closed) + _loop_correction(closed.jaxpr)
+    flops, bytes_ = _xla_cost(closed) + _loop_correction(closed.jaxpr)
+    return {"flops": float(flops), "bytes": float(bytes_)}
 
 
-def client_step_flops(problem, local_steps: int) -> float:
-    """FLOPs per client-step of a problem (fedsim.bench.workloads.Problem): one local step of
-    every client (the task's direction from its initial private state, and a plain ascent
-    step: an optax client optimiser's few flops per parameter are left out), divided by the
-    number of clients."""
+def client_step_cost(problem, local_steps: int) -> dict:
+    """{"flops", "bytes"} per client-step of a problem (fedsim.bench.workloads.Problem): one
+    local step of every client (the task's direction from its initial private state, and a
+    plain ascent step: an optax client optimiser's few flops per parameter are left out),
+    divided by the number of clients."""
     from fedsim.engine import keys as K_
 
     task, params0, data, weights, hparams, step_size = problem
@@ -80,8 +86,8 @@ def client_step_flops(problem, local_steps: int) -> float:
         return jax.tree.map(lambda p, g: p + step_size * g, theta, grad)
 
     thetas = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_clients,) + x.shape), params0)
-    flops = program_flops(jax.vmap(step), thetas, data, hparams.task, jnp.arange(num_clients))
-    return flops / num_clients
+    cost = program_cost(jax.vmap(step), thetas, data, hparams.task, jnp.arange(num_clients))
+    return {name: value / num_clients for name, value in cost.items()}
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> dict:
@@ -96,3 +102,21 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> dict:
         jax.block_until_ready(mm(a))
         best = min(best, time.perf_counter() - start)
     return {"n": n, "flops_per_s": 2 * n ** 3 / best}
+
+
+def stream_bandwidth(megabytes=(1, 2, 4, 8), passes: int = 100, repeats: int = 5) -> dict:
+    """The bytes/s of an elementwise update x <- a x + b (each pass reads and writes x) on
+    arrays that fit this CPU's caches, the fastest over the sizes: the in-cache bandwidth that
+    XLA's fusions' traffic (program_cost's bytes) is measured against."""
+    best = {"megabytes": None, "bytes_per_s": 0.0}
+    for mb in megabytes:
+        x = jnp.ones(int(mb * 2 ** 20) // 4, jnp.float32)
+        run = jax.jit(lambda x: jax.lax.fori_loop(0, passes, lambda i, x: 0.999 * x + 1e-3, x))
+        jax.block_until_ready(run(x))
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(run(x))
+            rate = 2 * x.nbytes * passes / (time.perf_counter() - start)
+            if rate > best["bytes_per_s"]:
+                best = {"megabytes": mb, "bytes_per_s": rate}
+    return best

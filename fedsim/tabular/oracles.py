@@ -61,6 +61,27 @@ def visits_of_policies(thetas, P, rho, gamma):
                                          jnp.broadcast_to(rho, M.shape[:-1]))
 
 
+def visits_of_global_and_own(theta, own, P, rho, gamma):
+    """pi (S, A) and d (K, S) of the global policy theta in each client's MDP P[k]
+    (K, S, A, S), and pi (K, S, A) and d (K, S) of each client's own policy own[k] in its MDP:
+    K + 1 systems in one batched solve when every client has the same P (the default
+    instances), else 2 K. The test is on the data (lax.cond), so the answer is right for any
+    P; under a vmap over data it becomes a select and both are computed."""
+    K = P.shape[0]
+
+    def shared():
+        pi, d = visits_of_policies(jnp.concatenate([theta[None], own])[:, None],
+                                   jnp.concatenate([P[:1], P]), rho, gamma)
+        return pi[0, 0], jnp.broadcast_to(d[0, 0], (K,) + d.shape[2:]), pi[1:, 0], d[1:, 0]
+
+    def per_client():
+        pi, d = visits_of_policies(jnp.stack([jnp.broadcast_to(theta, own.shape), own], 1),
+                                   P, rho, gamma)
+        return pi[0, 0], d[:, 0], pi[:, 1], d[:, 1]
+
+    return jax.lax.cond(jnp.all(P == P[:1]), shared, per_client)
+
+
 def regularised_reward(theta, r, reg: Regularizer):
     """r - tau (log pi - log pi_ref)."""
     return r - reg.tau * (jax.nn.log_softmax(theta, axis=-1) - reg.log_ref)

@@ -119,16 +119,18 @@ def make_task(instance: TabularInstance, learner: LearnerSpec) -> Task:
         return oracles.policy_kl(theta, log_ref, data.P, rho, gamma)
 
     def evaluate(theta, clients, data: ClientMDP, hp: TabularHParams, weights):
-        """J_k of the global and of each client's own policy, J0_k of the global one: the
-        visits of all 2 K policies from one batched solve."""
-        personal = clients.params
-        thetas = jnp.stack([jnp.broadcast_to(theta, personal.shape), personal], axis=1)
-        pi, d = oracles.visits_of_policies(thetas, data.P, rho, gamma)  # (K, 2, S, A), (K, 2, S)
-        r_tau = jax.vmap(jax.vmap(oracles.regularised_reward, (0, None, None)),
-                         (0, 0, None))(thetas, reward(data, hp), reg)
-        J = jnp.einsum("kps,kps->kp", d, jnp.sum(pi * r_tau, axis=-1))
-        per_client, personal = J[:, 0], J[:, 1]
-        intrinsic = jnp.einsum("ks,ks->k", d[:, 0], jnp.sum(pi[:, 0] * data.R0, axis=-1))
+        """J_k of the global and of each client's own policy, J0_k of the global one, from one
+        batched solve of K + 1 systems when the clients share their dynamics, else 2 K
+        (fedsim.tabular.oracles.visits_of_global_and_own)."""
+        rewards = reward(data, hp)
+        # (S, A), (K, S), (K, S, A), (K, S)
+        pi, d, own_pi, own_d = oracles.visits_of_global_and_own(theta, clients.params, data.P,
+                                                                 rho, gamma)
+        own_r = jax.vmap(oracles.regularised_reward, (0, 0, None))(clients.params, rewards, reg)
+        per_client = jnp.einsum("ks,ks->k", d, jnp.sum(
+            pi * oracles.regularised_reward(theta, rewards, reg), axis=-1))
+        personal = jnp.einsum("ks,ks->k", own_d, jnp.sum(own_pi * own_r, axis=-1))
+        intrinsic = jnp.einsum("ks,ks->k", d, jnp.sum(pi * data.R0, axis=-1))
         return {
             "J": weights @ per_client,          # the global objective of the global policy
             "J0": weights @ intrinsic,          # its intrinsic (feedback-free) return
