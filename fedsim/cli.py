@@ -531,19 +531,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "A=5, E=5) and W2 (sampled: 16 trajectories of horizon 20), for K = 1 ... "
                     "10000 clients, W3 (the MovieLens Q-network on synthetic users) for K = 10 "
                     "... 1000, plus W1 at K = 100000, lambda x seed grids in one compilation "
-                    "and in blocks of cells. Reports XLA's FLOPs per client-step and the "
-                    "fraction of a matmul peak measured in the same run. DrJAX and Flower come "
+                    "and in blocks of cells. Reports XLA's FLOPs and bytes per client-step, "
+                    "the fractions of a matmul peak and of an in-cache stream bandwidth "
+                    "measured in the same run, and W1's roofline. DrJAX and Flower come "
                     "with pip install -e \".[bench]\"; a mode whose package is missing is "
                     "skipped and says so. Each cell runs in its own process (its compile time "
-                    "and peak memory are its own); where the engine is judged against minimal, "
-                    "drjax or solve, those cells run in three processes each, interleaved, "
-                    "keeping each one's fastest. Writes bench.csv, summary.json, "
+                    "and peak memory are its own), forked from one that has imported JAX "
+                    "(solve, numpy and flower: a new interpreter); where the engine is judged "
+                    "against minimal, drjax or solve, those cells run in three processes each, "
+                    "interleaved, keeping each one's fastest. Writes bench.csv, summary.json, "
                     "bench_table.md and config.json; prints the table and each check, and exits "
                     "1 if a check fails.")
     bench.add_argument("--quick", action="store_true",
                        help="K = 10 and 1000 only (W3: 10; Flower: 10), 0.3 s per "
-                            "measurement, one process per cell, jnp.linalg.solve limited to 20 "
-                            "s, grids of 10 rounds, no K = 100000 run")
+                            "measurement (0.7 s in the full bench), one process per cell, "
+                            "jnp.linalg.solve limited to 10 s (30 s), grids of 4 rounds (10), "
+                            "no K = 100000 run")
     bench.add_argument("--out", type=Path, default=None,
                        help="results folder (default runs/bench[-quick])")
     bench.add_argument("--device", choices=("cpu", "gpu", "tpu"), default=None,
