@@ -301,7 +301,7 @@ def time_rounds_fn(rounds_fn, compile_s: float, budget: float, max_rounds: int) 
     timed(1)   # the first call after compilation pays one-time costs
     first = timed(1)
     rounds = _rounds_for(first, budget, max_rounds)
-    # a round that fills the budget is itself the first of the REPEATS
+    # a round over half the budget (so one round a repeat) is itself the first of the REPEATS
     times = [first] if rounds == 1 else []
     times += [timed(rounds) for _ in range(REPEATS - len(times))]
     return Measurement(rounds, min(times), compile_s)
