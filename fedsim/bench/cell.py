@@ -67,8 +67,9 @@ def _run_path(cell: dict) -> dict:
             "seconds": m["seconds"], "compile_s": m["compile_s"], "flops_per_client_step": "",
             "peak_rss_mb": _peak_rss_mb(), "run_overhead": m["overhead"],
             "note": f"fedsim run tabular, evaluated every {cell['log_every']} round(s); "
-                    f"the rounds alone {m['rounds_alone_s']:.3f} s; of the run: evaluation "
-                    f"{m['evaluation']:.0%}, transfer + rows + files {m['path']:.0%}; "
+                    f"the rounds alone {m['rounds_alone_s']:.3f} s; of the run: evaluations "
+                    f"and chunk calls {m['evaluation']:.0%}, rows and files the device did "
+                    f"not hide {m['path']:.0%}; "
                     f"setup {m['setup_s']:.2f} s"}
 
 

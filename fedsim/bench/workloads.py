@@ -460,11 +460,14 @@ def time_grid(instance, num_lams: int, num_seeds: int, rounds: int,
 def time_run_path(num_clients: int, rounds: int, log_every: int = 1) -> dict:
     """`fedsim run tabular` on W1 (its results folder written as a user's is) against the same
     run evaluated only after its last round: the compiled training rounds alone. Interleaved,
-    the fastest of RUN_REPEATS each; the seconds are this attempt's timing (fedsim.tabular.
-    experiment): compute (rounds, and evaluation at the logged rounds), transfer and host
-    (rows, files, progress); setup is the rest of the call less compilation (the instance, its
-    optimum J*, the folder). It points this process's JAX compilation cache at a folder it
-    then deletes: call it in a process of its own, as the bench's cells are."""
+    the fastest of RUN_REPEATS each. A run's seconds are its loop's (fedsim.tabular.experiment:
+    the host waiting for the device, and its own work on rows, files and progress, which
+    mostly overlaps the device's next chunk); the rounds alone are the second run's wait;
+    `path` is the host's work the device did not hide (at most), `evaluation` the rest of
+    the overhead (the logged rounds' evaluations and the chunks' calls); setup is the rest
+    of the call less compilation (the instance, its optimum J*, the folder). It points this
+    process's JAX compilation cache at a folder it then deletes: call it in a process of its
+    own, as the bench's cells are."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -481,10 +484,9 @@ def time_run_path(num_clients: int, rounds: int, log_every: int = 1) -> dict:
             summary = run_tabular(config, Path(folder) / "run", progress=False)["summary"]
             wall = time.perf_counter() - start
         t = summary["timing_this_attempt"]
-        loop = t["compute_seconds"] + t["transfer_seconds"] + t["host_seconds"]
-        return {"seconds": loop, "compute_s": t["compute_seconds"],
-                "path_s": t["transfer_seconds"] + t["host_seconds"],
-                "compile_s": summary["compile_seconds"],
+        loop = t["waiting_seconds"] + t["host_seconds"]
+        return {"seconds": loop, "waiting_s": t["waiting_seconds"],
+                "path_s": t["host_unhidden_seconds"], "compile_s": summary["compile_seconds"],
                 "setup_s": wall - loop - summary["compile_seconds"]}
 
     # A compilation cache for this process's repeats: the same two programs are compiled
@@ -503,7 +505,7 @@ def time_run_path(num_clients: int, rounds: int, log_every: int = 1) -> dict:
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     best["run"] |= {"compile_s": first["run"]["compile_s"]}   # not the cache's
-    run, alone = best["run"], best["rounds"]["compute_s"]
-    return run | {"rounds_alone_s": alone, "overhead": 1 - alone / run["seconds"],
-                  "evaluation": (run["compute_s"] - alone) / run["seconds"],
-                  "path": run["path_s"] / run["seconds"]}
+    run, alone = best["run"], best["rounds"]["waiting_s"]
+    overhead, path = 1 - alone / run["seconds"], run["path_s"] / run["seconds"]
+    return run | {"rounds_alone_s": alone, "overhead": overhead, "path": path,
+                  "evaluation": overhead - path}
