@@ -188,3 +188,26 @@ def test_log_points_keep_log_spaced_rounds_of_the_same_run(tmp_path):
     assert list(sparse) == ["1", "2", "4", "9", "19", "40"]
     for t, J in sparse.items():
         assert abs(J - every[t]) < 1e-6
+
+
+def test_devices_on_a_cpu_makes_that_many_cpu_devices(tmp_path):
+    """`--devices 2` on a CPU starts JAX with 2 CPU devices and splits the clients over them
+    (a new process: the device count is fixed when JAX starts its backend), with the
+    single-device run's results."""
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"JAX_PLATFORMS": "cpu"}
+    for devices in (1, 2):
+        done = subprocess.run([sys.executable, "-m", "fedsim", "run", "tabular", "--devices",
+                               str(devices), "--out", str(tmp_path / str(devices))] + SMALL,
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    one, two = (_rows(tmp_path / str(d) / "metrics.csv") for d in (1, 2))
+    for a, b in zip(one, two):
+        assert abs(float(a["J"]) - float(b["J"])) < 1e-5
+    for devices in (1, 2):
+        attempt = json.loads((tmp_path / str(devices) / "provenance.json").read_text())[
+            "attempts"][-1]
+        assert (attempt["device_platform"], attempt["device_count"]) == ("cpu", devices)

@@ -222,6 +222,13 @@ SHARDED = textwrap.dedent("""
                                           HParams(client_hparams(instance)), key,
                                           jnp.full((3, 2), 0.5), every_round(3))
     held = state.clients.params
+
+    # The bench's sharded mode: the engine over the 8 devices gives its single-device logits.
+    from fedsim.bench import workloads as W
+    problem = W.problem_for("W1", 13)
+    single, sharded = (np.asarray(rounds(problem, max_rounds=3)[0](3))
+                       for rounds in (W.vectorized_rounds, W.sharded_rounds))
+    out["bench-sharded"] = float(np.max(np.abs(single - sharded)))
     out["shard_shape"] = list(held.sharding.shard_shape(held.shape))
     out["client_metric_shape"] = list(metrics.clients["J_client"].shape)
 
@@ -259,7 +266,8 @@ def test_sharded_run_equals_single_device_on_eight_cpu_devices():
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    for case in ("13-sampled-fedavg", "16-sampled-fedavg", "13-exact-fedkl", "movielens-11"):
+    for case in ("13-sampled-fedavg", "16-sampled-fedavg", "13-exact-fedkl", "movielens-11",
+                 "bench-sharded"):
         assert out[case] < 1e-5, (case, out[case])   # all but 16 are padded
     assert out["shard_shape"] == [2, 5, 3] and out["client_metric_shape"] == [3, 13]
 
@@ -283,6 +291,7 @@ def _acceptance_rows(speedup, scale_loss, grid_seconds, peak_mb=100.0, peak_frac
     rows[2]["fraction_of_peak"] = peak_fraction   # W1 vectorized K=1000
     rows += [_row("W1", "numpy", 1000, 1e6 / speedup),
              _row("W1", "solve", 100, 1e6 * 20 / speedup),
+             _row("W1", "sharded", 100, 1e6 * speedup / 20),
              _row("W1", "flower", 10, 1e6 / speedup / 40), _row("W1", "flower", 100, 1e6 / speedup / 40),
              _row("W1", "vectorized", 100000, 1e6, peak_rss_mb=peak_mb),
              _row("W1", "grid_1x1", 100, 1.0, seconds=1.0),
@@ -299,7 +308,7 @@ def test_acceptance_checks_pass_and_fail_on_the_right_data():
     config = {"large_clients": [100000], "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 100},
               "run": {"K": 100, "rounds": 400, "log_every": [1]}}
     good = acceptance(_acceptance_rows(speedup=40, scale_loss=1.5, grid_seconds=2.0), config)
-    assert all(c["passed"] for c in good) and len(good) == 26, good
+    assert all(c["passed"] for c in good) and len(good) == 27, good
     bad = acceptance(_acceptance_rows(speedup=5, scale_loss=3.0, grid_seconds=9.0,
                                       peak_mb=30 * 1024, peak_fraction=0.05, run_overhead=0.3),
                      config)
@@ -343,12 +352,13 @@ def test_judged_cells_run_in_interleaved_processes_and_keep_their_fastest(monkey
              if c["kind"] == "mode" and c["workload"] == "W1"]
     at_1000 = [c for c in cells if c[2] == 1000]
     # the engine and the JAX programs it is judged against, three times, alternating
-    assert [c[1] for c in at_1000 if c[3] > 0] == ["vectorized", "minimal", "drjax", "solve"] * 2
-    assert [c[3] for c in at_1000 if c[3] > 0] == [1] * 4 + [2] * 4
+    interleaved = ["vectorized", "sharded", "minimal", "drjax", "solve"]
+    assert [c[1] for c in at_1000 if c[3] > 0] == interleaved * 2
+    assert [c[3] for c in at_1000 if c[3] > 0] == [1] * 5 + [2] * 5
     assert not [c for c in cells if c[2] == 10 and c[3] > 0]   # no ratio judged at K = 10
     full = [(c["mode"], c["K"]) for c in bench.plan(bench.make_config(quick=False))]
     assert ("loop", 10000) in full and ("loop_step", 1000) in full
-    assert not [c for c in full if c[0] in ("loop_step", "numpy") and c[1] > 1000]
+    assert not [c for c in full if c[0] in ("loop_step", "numpy", "sharded") and c[1] > 1000]
 
     speeds = iter([3.0, 5.0])   # the second and third processes of W1 minimal at K = 1000
     monkeypatch.setattr(bench, "run_cell", lambda cell: {"client_steps_per_s": next(speeds),

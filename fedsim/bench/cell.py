@@ -17,6 +17,8 @@ import sys
 import time
 import traceback
 
+import jax
+
 from fedsim.bench import flops
 from fedsim.bench import workloads as W
 
@@ -30,6 +32,8 @@ def measure(cell: dict) -> dict:
     if cell["kind"] == "run":
         return _run_path(cell)
     cost = {"flops": "", "bytes": ""}
+    if cell.get("mode") == "sharded":   # before JAX starts its backend (the server has not)
+        jax.config.update("jax_num_cpu_devices", W.host_cores())
     if cell["kind"] == "grid":
         m = W.time_grid(W.instance_for(cell["K"]), cell["lams"], cell["seeds"], cell["rounds"],
                         cell["seeded_init"], cell.get("cells_per_block"))
@@ -43,9 +47,10 @@ def measure(cell: dict) -> dict:
                        else W.problem_for(cell["workload"], cell["K"]))
             if cell["mode"] in W.ROUNDS_OF_MODE:
                 m = W.time_vectorized(problem, budget, mode=cell["mode"])
-                # XLA does not count LAPACK's custom calls (solve); a cell's other processes
-                # (fedsim.bench.INTERLEAVED) run the program its first one counted
-                if cell["mode"] != "solve" and not cell.get("pass"):
+                # XLA does not count LAPACK's custom calls (solve), and counts a sharded
+                # program per device; a cell's other processes (fedsim.bench.INTERLEAVED)
+                # run the program its first one counted
+                if cell["mode"] not in ("solve", "sharded") and not cell.get("pass"):
                     cost = flops.client_step_cost(problem, W.LOCAL_STEPS)
             else:
                 m = W.time_loop(problem, per_step=cell["mode"] == "loop_step", budget=budget)

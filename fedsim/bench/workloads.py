@@ -10,6 +10,10 @@ Modes, all computing the same rounds (the same keys, the same client updates):
     vectorized  the engine: clients vmapped (in blocks of 1000 above 1000 clients), rounds in
                 one compiled loop (a trip count known only at run time, so one compilation
                 serves every length)
+    sharded     the engine with its clients split over every device JAX sees (`--devices`);
+                on a CPU, the cell makes one XLA device per core, each running its shard on
+                a thread of its own (W1; up to 1000 clients, the engine's blocks not yet being
+                split by device)
     minimal     the same rounds hand-written as one `jax.vmap` over clients inside a
                 `lax.fori_loop` over rounds, with no engine around it: what a JAX user writes
                 for FedAvg with the task's gradient (W1, W2; its blocks as the engine's)
@@ -33,6 +37,7 @@ generous to them: a real per-client pipeline also pays the transfer.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -47,6 +52,7 @@ from fedsim.engine import keys as K_
 from fedsim.engine.algorithm import (ascend, client_step, local_steps_of_one_client,
                                      task_objective)
 from fedsim.engine.grid import grid_vmap
+from fedsim.engine.sharding import client_mesh
 from fedsim.tabular.mdp import TabularInstance, client_data, make_instance, shaped_reward
 from fedsim.tabular.config import InstanceSpec
 from fedsim.movielens import data as movielens_data
@@ -63,7 +69,7 @@ LOCAL_STEPS = 5
 STEP_SIZE = 0.5          # W1, W2 (the engine's plain ascent steps)
 NEURAL_STEP_SIZE = 0.01  # W3 (Adam-normalised directions; the MovieLens default)
 NEURAL = "W3"
-MODES = ("vectorized", "minimal", "drjax", "solve", "flower", "loop", "loop_step", "numpy")
+MODES = ("vectorized", "sharded", "minimal", "drjax", "solve", "flower", "loop", "loop_step", "numpy")
 # The modes that need the optional [bench] extra: mode -> the module they import
 OPTIONAL_MODES = {"drjax": "drjax", "flower": "flwr.simulation"}
 
@@ -149,15 +155,16 @@ def _rounds_for(seconds_per_round: float, budget: float, cap: int) -> int:
     return int(np.clip(budget / max(seconds_per_round, 1e-9), 1, cap))
 
 
-def vectorized_rounds(problem: Problem, max_rounds: int = 2000):
+def vectorized_rounds(problem: Problem, max_rounds: int = 2000, mesh=None):
     """The engine's long-run path (training rounds, one evaluation at the end), compiled once
-    for any number of rounds <= max_rounds: returns (run(rounds) -> global params, compile s)."""
+    for any number of rounds <= max_rounds, its clients over `mesh`'s devices if given:
+    returns (run(rounds) -> global params, compile s)."""
     task, params0, data, weights, hparams, _ = problem
     num_clients = weights.shape[0]
     fed = Federation("fedavg", LOCAL_STEPS, client_block=client_block_for(num_clients))
     key = jax.random.key(0)
     lrs = _step_sizes(problem, max_rounds)
-    trainer = make_trainer(task, fed.algorithm_parts(), fed)
+    trainer = make_trainer(task, fed.algorithm_parts(), fed, mesh)
     state = jax.jit(trainer.init)(params0, data, key)
     run = jax.jit(trainer.run, donate_argnums=0)
     start = time.perf_counter()
@@ -171,6 +178,16 @@ def vectorized_rounds(problem: Problem, max_rounds: int = 2000):
                         jnp.asarray([n], jnp.int32))[0].params
 
     return rounds, compile_s
+
+
+def sharded_rounds(problem: Problem, max_rounds: int = 2000):
+    """vectorized_rounds with the clients split over every device JAX sees."""
+    return vectorized_rounds(problem, max_rounds, client_mesh())
+
+
+def host_cores() -> int:
+    """The CPU cores this process may run on: the sharded mode's XLA device count on a CPU."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def time_vectorized(problem: Problem, budget: float = 1.0, max_rounds: int = 2000,
@@ -286,7 +303,8 @@ def _step_sizes(problem: Problem, max_rounds: int):
 
 # The modes that compile a whole run: mode -> rounds builder (the solve mode runs minimal's
 # program on `solve_problem`)
-ROUNDS_OF_MODE = {"vectorized": vectorized_rounds, "minimal": minimal_rounds,
+ROUNDS_OF_MODE = {"vectorized": vectorized_rounds, "sharded": sharded_rounds,
+                  "minimal": minimal_rounds,
                   "drjax": drjax_rounds, "solve": minimal_rounds}
 
 

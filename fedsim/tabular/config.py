@@ -300,9 +300,9 @@ class TabularRunConfig:
                                     "log-spaced rounds (memory O(K + N), not O(T K), for long "
                                     "runs)", group=RUN, type=count, metavar="N")
     devices: int = option(1, "split the clients over this many devices (jax.sharding); K not a "
-                          "multiple is padded with zero-weight clients. On a CPU, XLA_FLAGS="
-                          "--xla_force_host_platform_device_count=N makes N devices", group=RUN,
-                          type=count)
+                          "multiple is padded with zero-weight clients. On a CPU, N makes N XLA "
+                          "devices, each running its shard on a thread of its own (up to one "
+                          "per core helps)", group=RUN, type=count)
     client_block: int | None = option(None, "run the clients' local steps in blocks of B (vmap "
                                       "inside a block): the same results with the working set "
                                       "of B clients; on a 2-core CPU, blocks of 1000 made K = "
@@ -345,7 +345,8 @@ class TabularRunConfig:
         available = len(jax.devices())
         require(isinstance(self.devices, int) and 1 <= self.devices <= available, "devices",
                 self.devices, f"must be an integer in [1, {available}], the devices JAX sees "
-                "(on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)")
+                "(on a CPU, `fedsim run tabular --devices N` makes N; from Python, "
+                "jax.config.update('jax_num_cpu_devices', N) before JAX's first operation)")
         if padded_size(self.instance.num_clients, self.devices) != self.instance.num_clients:
             require(self.participants is None, "participants", self.participants,
                     f"must be none (all clients) when K = {self.instance.num_clients} is not a "
