@@ -175,22 +175,6 @@ def _start_distributed(args: argparse.Namespace) -> None:
     jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
 
 
-def _cpu_devices(count: int) -> None:
-    """--devices N on a CPU: N XLA CPU devices (jax_num_cpu_devices), each running its shard of
-    the clients on a thread of its own. Set before JAX starts its backend; a device count in
-    XLA_FLAGS, or a backend already started (fedsim called from Python), is left as it is."""
-    import os
-
-    import jax
-
-    if count > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS",
-                                                                                  ""):
-        try:
-            jax.config.update("jax_num_cpu_devices", count)
-        except RuntimeError:
-            pass
-
-
 def _run_tabular(args: argparse.Namespace, config=None) -> int:
     from fedsim.tabular.experiment import run_tabular
 
@@ -204,8 +188,10 @@ def _run_tabular(args: argparse.Namespace, config=None) -> int:
             args.local_steps = args.communicate_every
         if args.distributed:
             _start_distributed(args)
-        else:
-            _cpu_devices(args.devices)
+        else:   # on a CPU: the mesh's devices, and one spare for the evaluation
+            from fedsim.engine.sharding import host_cores, make_cpu_devices
+
+            make_cpu_devices(max(args.devices, min(2, host_cores())))
         config = tabular_config(args)
     config = config.validate()  # before anything is compiled
     result = run_tabular(config, args.out, progress=not args.quiet)

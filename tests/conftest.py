@@ -60,7 +60,7 @@ def engine_run(instance, learner: LearnerSpec, fed: Federation, lrs, seed=0, jit
                            fed, mesh)
     data, weights, hparams = tabular_problem(instance, fed)
     key = jax.random.key(seed)
-    init, run = (jax.jit(trainer.init), jax.jit(trainer.run)) if jit else trainer
+    init, run = (jax.jit(trainer.init), jax.jit(trainer.run)) if jit else trainer[:2]
     state = init(jnp.asarray(instance.theta0), data, key)
     state, metrics = run(state, data, weights, hparams, key, jnp.asarray(lrs),
                          every_round(len(lrs)))

@@ -194,6 +194,8 @@ def test_devices_on_a_cpu_makes_that_many_cpu_devices(tmp_path):
     """`--devices 2` on a CPU starts JAX with 2 CPU devices and splits the clients over them
     (a new process: the device count is fixed when JAX starts its backend), with the
     single-device run's results."""
+    from fedsim.engine.sharding import host_cores
+
     import os
     import subprocess
     import sys
@@ -210,4 +212,25 @@ def test_devices_on_a_cpu_makes_that_many_cpu_devices(tmp_path):
     for devices in (1, 2):
         attempt = json.loads((tmp_path / str(devices) / "provenance.json").read_text())[
             "attempts"][-1]
-        assert (attempt["device_platform"], attempt["device_count"]) == ("cpu", devices)
+        # --devices 1 also makes a spare device for the evaluation where there are 2 cores
+        assert (attempt["device_platform"], attempt["device_count"]) == (
+            "cpu", max(devices, min(2, host_cores())))
+
+
+def test_evaluation_in_a_program_of_its_own_gives_the_same_rows(monkeypatch):
+    """run_tabular evaluates a chunk's checkpoints in a program of their own where its states
+    fit SNAPSHOT_BYTES, else inside the rounds' program: the same rows (float32 rounding)."""
+    from fedsim.tabular import experiment
+    from fedsim.tabular.config import LearnerSpec, TabularRunConfig
+
+    config = TabularRunConfig(instance=InstanceSpec(num_clients=3, num_states=4, num_actions=3),
+                              learner=LearnerSpec(), rounds=7, local_steps=2, lr=0.5,
+                              num_seeds=2)
+    split = experiment.run_tabular(config, progress=False)["rows"]
+    monkeypatch.setattr(experiment, "SNAPSHOT_BYTES", 0)
+    in_scan = experiment.run_tabular(config, progress=False)["rows"]
+    assert len(split) == len(in_scan) == 14
+    for a, b in zip(split, in_scan):
+        assert (a["seed"], a["round"]) == (b["seed"], b["round"])
+        for column in ("J", "J0", "J_personal"):
+            assert abs(float(a[column]) - float(b[column])) < 1e-5

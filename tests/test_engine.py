@@ -140,6 +140,34 @@ def test_nonfinite_parameters_name_the_round():
     raise_if_nonfinite(np.asarray([-1, -1]))  # finite runs pass
 
 
+@pytest.mark.parametrize("blow_up", [False, True])
+def test_train_then_evaluate_equals_run(blow_up):
+    """Trainer.train then Trainer.evaluate (the rounds, then all checkpoints' evaluation in one
+    batch) give run's metrics, and the first non-finite round it records."""
+    inst = small_instance()
+    fed = Federation("fedprox", 2)
+    lrs = step_sizes("constant", 6, 2, lr=0.5)
+    if blow_up:
+        lrs[3:] = np.inf
+    task = make_task(inst, LearnerSpec(reg="entropy", tau=0.1))
+    trainer = make_trainer(task, fed.algorithm_parts(task, inst.num_clients), fed)
+    data, weights, hparams = tabular_problem(inst, fed)
+    key = jax.random.key(0)
+    state = jax.jit(trainer.init)(jnp.asarray(inst.theta0), data, key)
+    checkpoints = jnp.asarray([2, 3, 5, 6], jnp.int32)
+    args = (data, weights, hparams, key, jnp.asarray(lrs), checkpoints)
+    ran, metrics = jax.jit(trainer.run)(state, *args)
+    trained, snapshots = jax.jit(trainer.train)(state, *args)
+    first_bad, evaluated = jax.jit(trainer.evaluate)(snapshots, data, weights, hparams,
+                                                     checkpoints)
+    assert int(first_bad) == int(ran.nonfinite_round) == (3 if blow_up else -1)
+    assert jax.tree.structure(metrics) == jax.tree.structure(evaluated)
+    if not blow_up:
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                     metrics, evaluated)
+        jax.tree.map(np.testing.assert_array_equal, ran.params, trained.params)
+
+
 class MLPPolicy(nn.Module):
     """A flax policy over one-hot states, to show neural parameters fit the engine."""
 

@@ -55,10 +55,11 @@ def make_config(quick: bool, device: str | None = None) -> dict:
     }
 
 
-# The engine and the hand-written JAX programs it is judged against (NEEDS) run in
-# config["passes"] processes each where their ratio is judged, interleaved (engine, sharded
-# engine, minimal, drjax, solve, engine, ...), and each keeps its fastest: one process against the next varied
-# by 20-30% on a shared 2-core machine, more than the differences being judged.
+# The engine (on one device and sharded) and the hand-written JAX programs it is judged against
+# (NEEDS) run in config["passes"] processes each where their ratio is judged, interleaved
+# (engine, sharded engine, minimal, drjax, solve, engine, ...), and each keeps its fastest: one
+# process against the next varied by 20-30% on a shared 2-core machine, more than the
+# differences being judged.
 INTERLEAVED = ("vectorized", "sharded", "minimal", "drjax", "solve")
 
 

@@ -17,10 +17,9 @@ import sys
 import time
 import traceback
 
-import jax
-
 from fedsim.bench import flops
 from fedsim.bench import workloads as W
+from fedsim.engine.sharding import host_cores, make_cpu_devices
 
 
 def measure(cell: dict) -> dict:
@@ -29,11 +28,14 @@ def measure(cell: dict) -> dict:
                 "stream_bytes_per_s": flops.stream_bandwidth()["bytes_per_s"]}
     if cell.get("mode") == "flower":
         return _flower(cell)
+    # CPU devices before JAX starts its backend (the cell server has not): one per core for
+    # the sharded mode, and for the run cell the spare device `fedsim run tabular` makes
     if cell["kind"] == "run":
+        make_cpu_devices(min(2, host_cores()))
         return _run_path(cell)
     cost = {"flops": "", "bytes": ""}
-    if cell.get("mode") == "sharded":   # before JAX starts its backend (the server has not)
-        jax.config.update("jax_num_cpu_devices", W.host_cores())
+    if cell.get("mode") == "sharded":
+        make_cpu_devices(host_cores())
     if cell["kind"] == "grid":
         m = W.time_grid(W.instance_for(cell["K"]), cell["lams"], cell["seeds"], cell["rounds"],
                         cell["seeded_init"], cell.get("cells_per_block"))

@@ -37,7 +37,6 @@ generous to them: a real per-client pipeline also pays the transfer.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -69,7 +68,8 @@ LOCAL_STEPS = 5
 STEP_SIZE = 0.5          # W1, W2 (the engine's plain ascent steps)
 NEURAL_STEP_SIZE = 0.01  # W3 (Adam-normalised directions; the MovieLens default)
 NEURAL = "W3"
-MODES = ("vectorized", "sharded", "minimal", "drjax", "solve", "flower", "loop", "loop_step", "numpy")
+MODES = ("vectorized", "sharded", "minimal", "drjax", "solve", "flower", "loop", "loop_step",
+         "numpy")
 # The modes that need the optional [bench] extra: mode -> the module they import
 OPTIONAL_MODES = {"drjax": "drjax", "flower": "flwr.simulation"}
 
@@ -183,11 +183,6 @@ def vectorized_rounds(problem: Problem, max_rounds: int = 2000, mesh=None):
 def sharded_rounds(problem: Problem, max_rounds: int = 2000):
     """vectorized_rounds with the clients split over every device JAX sees."""
     return vectorized_rounds(problem, max_rounds, client_mesh())
-
-
-def host_cores() -> int:
-    """The CPU cores this process may run on: the sharded mode's XLA device count on a CPU."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def time_vectorized(problem: Problem, budget: float = 1.0, max_rounds: int = 2000,

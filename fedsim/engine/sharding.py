@@ -18,6 +18,8 @@ gathers results (see the README, "Scaling out").
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import Mesh
@@ -46,3 +48,21 @@ def to_host(tree):
     from jax.experimental import multihost_utils
 
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def host_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def make_cpu_devices(count: int) -> None:
+    """`count` XLA CPU devices (jax_num_cpu_devices), each running its programs on a thread of
+    its own: for a mesh over the cores, or a spare device for a run's evaluation. Call it
+    before JAX's first operation; a device count in XLA_FLAGS, or a backend already started,
+    is left as it is."""
+    if count > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS",
+                                                                                  ""):
+        try:
+            jax.config.update("jax_num_cpu_devices", count)
+        except RuntimeError:
+            pass

@@ -11,7 +11,10 @@ compilation serves any checkpoint values.
 
 `make_trainer` gives the two halves, init and run, for drivers that run a long schedule in
 chunks (progress, saving, resuming): run(state, ..., first_round) continues a run, and
-consecutive calls equal one call on the whole schedule.
+consecutive calls equal one call on the whole schedule. `train` then `evaluate` is `run` in two
+programs: the rounds keep the states at the checkpoints (memory O(checkpoints K state)), and
+their evaluation takes all of them in one batch, which a driver can run while the device
+trains the next chunk.
 
 With a device mesh (fedsim.engine.sharding.client_mesh), the client axis of the data, the
 weights, the task's hyperparameters and the clients' state is split over the devices inside
@@ -45,10 +48,24 @@ class Metrics(NamedTuple):
     client_aux: dict = {}   # the same per client: (n, K, ...), NaN where it did not train
 
 
+class Snapshots(NamedTuple):
+    """A run's states at its checkpoints, stacked (leading axis n), with the aux metrics of the
+    round before each: what `Trainer.evaluate` turns into Metrics."""
+
+    states: FedState
+    aux: dict
+    client_aux: dict
+
+
 class Trainer(NamedTuple):
     init: Callable[..., FedState]     # (params0, data, key) -> state
     run: Callable[..., tuple]         # (state, data, weights, hparams, key, schedule,
     #                                    checkpoints, first_round=0) -> (state, Metrics)
+    # run in two programs: the rounds, keeping the states at the checkpoints, then their
+    # evaluation, all checkpoints in one batch (the driver may overlap it with the next rounds)
+    train: Callable[..., tuple]       # (same arguments as run) -> (state, Snapshots)
+    evaluate: Callable[..., tuple]    # (Snapshots, data, weights, hparams, checkpoints) ->
+    #                                    (first non-finite round or -1, Metrics)
 
 
 def _padding(mesh: Mesh | None):
@@ -93,12 +110,22 @@ def make_trainer(task, algorithm, fed, mesh: Mesh | None = None) -> Trainer:
         state = init_state(task, algorithm, params0, place(pad(data)), key)
         return state._replace(clients=place(state.clients))
 
-    def run(state: FedState, data, weights, hparams: HParams, key, schedule, checkpoints,
-            first_round=0):
-        num_clients = weights.shape[0]
-        check(algorithm, fed, num_clients)
-        data, weights = place(pad(data)), place(pad(weights, 0))
-        hparams = hparams._replace(task=place(pad(hparams.task)))
+    def placed(data, weights, hparams: HParams):
+        check(algorithm, fed, weights.shape[0])
+        return (place(pad(data)), place(pad(weights, 0)),
+                hparams._replace(task=place(pad(hparams.task))))
+
+    def real_rows(tree, num_clients):
+        """The per-client rows of the clients that exist (not the mesh's padding)."""
+        return tree if mesh is None else jax.tree.map(lambda x: x[:num_clients], tree)
+
+    def evaluated(state, data, weights, hparams, stop, num_clients):
+        state, metrics, client_metrics = evaluate(task, algorithm, state, data, weights,
+                                                  hparams, stop - 1)
+        return state, metrics, real_rows(client_metrics, num_clients)
+
+    def rounds(state, data, weights, hparams, key, schedule, checkpoints, first_round, out):
+        """The rounds up to each checkpoint, then out(state, aux, stop) -> (state, output)."""
         aux0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
             train_round, state, data, weights, hparams, key, 0, schedule[0])[1])
 
@@ -107,22 +134,52 @@ def make_trainer(task, algorithm, fed, mesh: Mesh | None = None) -> Trainer:
             state, aux = jax.lax.fori_loop(
                 start, stop, lambda t, c: train_round(c[0], data, weights, hparams, key, t,
                                                       schedule[t]), (state, aux))
-            state = state._replace(clients=place(state.clients))
-            state, metrics, client_metrics = evaluate(task, algorithm, state, data, weights,
-                                                      hparams, stop - 1)
-            if mesh is not None:   # the padded clients' rows (a task may report other rows)
-                client_metrics = jax.tree.map(lambda x: x[:num_clients], client_metrics)
-            client_aux = aux.clients
-            if mesh is not None:
-                client_aux = jax.tree.map(lambda x: x[:num_clients], client_aux)
-            return (state, aux, stop), Metrics(metrics, client_metrics, aux.mean, client_aux)
+            state, output = out(state._replace(clients=place(state.clients)), aux, stop)
+            return (state, aux, stop), output
 
-        (state, _, _), metrics = jax.lax.scan(
+        (state, _, _), outputs = jax.lax.scan(
             segment, (state, aux0, jnp.asarray(first_round, jnp.int32)),
             jnp.asarray(checkpoints, jnp.int32))
-        return state, metrics
+        return state, outputs
 
-    return Trainer(init, run)
+    def run(state: FedState, data, weights, hparams: HParams, key, schedule, checkpoints,
+            first_round=0):
+        num_clients = weights.shape[0]
+        data, weights, hparams = placed(data, weights, hparams)
+
+        def out(state, aux, stop):
+            state, metrics, client_metrics = evaluated(state, data, weights, hparams, stop,
+                                                       num_clients)
+            return state, Metrics(metrics, client_metrics, aux.mean,
+                                  real_rows(aux.clients, num_clients))
+
+        return rounds(state, data, weights, hparams, key, schedule, checkpoints, first_round,
+                      out)
+
+    def train(state: FedState, data, weights, hparams: HParams, key, schedule, checkpoints,
+              first_round=0):
+        num_clients = weights.shape[0]
+        data, weights, hparams = placed(data, weights, hparams)
+        return rounds(state, data, weights, hparams, key, schedule, checkpoints, first_round,
+                      lambda state, aux, stop: (state, Snapshots(
+                          state, aux.mean, real_rows(aux.clients, num_clients))))
+
+    def evaluate_snapshots(snapshots: Snapshots, data, weights, hparams: HParams, checkpoints):
+        num_clients = weights.shape[0]
+        data, weights, hparams = placed(data, weights, hparams)
+
+        def one(state, stop):
+            state, metrics, client_metrics = evaluated(state, data, weights, hparams, stop,
+                                                       num_clients)
+            return state.nonfinite_round, metrics, client_metrics
+
+        flags, metrics, client_metrics = jax.vmap(one)(snapshots.states,
+                                                       jnp.asarray(checkpoints, jnp.int32))
+        first = jnp.min(jnp.where(flags >= 0, flags, jnp.iinfo(flags.dtype).max))
+        return (jnp.where(jnp.any(flags >= 0), first, -1),
+                Metrics(metrics, client_metrics, snapshots.aux, snapshots.client_aux))
+
+    return Trainer(init, run, train, evaluate_snapshots)
 
 
 def make_train(task, algorithm, fed, mesh: Mesh | None = None):

@@ -26,6 +26,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import SingleDeviceSharding
 
 from fedsim.checkpoint import load_state, save_state
 from fedsim.engine import HParams, make_trainer, raise_if_nonfinite
@@ -148,15 +149,33 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
                                                client_columns(config),
                                                keep_state=jax.process_count() == 1)
     first_chunk, states = saver.restore(states) if saver else (0, states)
-    # Evaluated only at logged rounds: memory is O(K state + logged rounds), not O(T K).
-    run = _over_seeds(trainer.run, config.num_seeds)
+    # Evaluated only at logged rounds: memory is O(K state + logged rounds), not O(T K). Where
+    # a chunk's states fit SNAPSHOT_BYTES, the rounds and their evaluation are two programs
+    # (Trainer.train, Trainer.evaluate): all of a chunk's checkpoints are evaluated in one
+    # batch, while the device goes on to the next chunk's rounds.
+    split = _bytes(states) * max(groups[first_chunk:], default=1) <= SNAPSHOT_BYTES
+    run = _over_seeds(trainer.train if split else trainer.run, config.num_seeds, RUN_AXES)
+    evaluate = _over_seeds(trainer.evaluate, config.num_seeds, EVALUATE_AXES)
+    # On a device the rounds do not use, if there is one (on a CPU, `--devices` makes them),
+    # the evaluation runs beside the next chunk's rounds
+    spare = _spare_device(mesh) if split and _bytes(data) <= SNAPSHOT_BYTES else None
+    on_spare = (lambda tree: tree) if spare is None else (
+        lambda tree: jax.device_put(tree, SingleDeviceSharding(spare)))
+    eval_inputs = on_spare((data, weights, hparams))
     done = int(checkpoints[sum(groups[:first_chunk]) - 1]) if first_chunk else 0
-    compiled, compile_s = {}, 0.0
+    compiled, evaluators, compile_s = {}, {}, 0.0
     for n in sorted(set(groups[first_chunk:])):
         start = time.perf_counter()
+        stops = jnp.asarray(checkpoints[:n])
         compiled[n] = jax.jit(run, donate_argnums=0).lower(
-            states, data, weights, hparams, run_keys, lrs_device, jnp.asarray(checkpoints[:n]),
-            jnp.int32(0)).compile()
+            states, data, weights, hparams, run_keys, lrs_device, stops, jnp.int32(0)).compile()
+        if split:   # the snapshots' shapes, from the rounds' program
+            snapshots = compiled[n].out_info[1]
+            if spare is not None:
+                snapshots = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+                    x.shape, x.dtype, sharding=SingleDeviceSharding(spare)), snapshots)
+            evaluators[n] = jax.jit(evaluate).lower(snapshots, *eval_inputs,
+                                                    on_spare(stops)).compile()
         compile_s += time.perf_counter() - start
         stop_if_requested(f"stopped while compiling, with {done} of {config.rounds} rounds "
                           "saved" + (f" in {out}; run the same command to resume" if out else ""))
@@ -166,31 +185,40 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
     all_rows = read_csv_rows(out / "metrics.csv") if first_chunk else []
 
     def launch(i, states):
-        """Chunk i's call, dispatched without waiting for it (the state is donated)."""
+        """Chunk i's calls, dispatched without waiting for them (the state is donated):
+        (its checkpoints, the state after it, the first non-finite round, its metrics)."""
         stops = checkpoints[starts[i]:starts[i] + groups[i]]
         first_round = int(checkpoints[starts[i] - 1]) if starts[i] else 0
-        return stops, compiled[groups[i]](states, data, weights, hparams, run_keys, lrs_device,
+        states, out = compiled[groups[i]](states, data, weights, hparams, run_keys, lrs_device,
                                           jnp.asarray(stops), jnp.int32(first_round))
+        if split:
+            return (stops, states) + evaluators[groups[i]](on_spare(out), *eval_inputs,
+                                                           on_spare(jnp.asarray(stops)))
+        # a copy: the next chunk consumes the state's buffers
+        return stops, states, jnp.copy(states.nonfinite_round), out
 
-    # The device runs chunk i + 1 while the host writes chunk i's rows and files. This
-    # attempt's seconds: the host waiting for the device (its rounds and evaluations, and
-    # their transfer), the host's own work, and the part of that work the device did not hide
-    # (at most: the last chunk's, and each chunk's after which the next was already done).
+    # Chunk i + 1 is queued behind chunk i, so the device runs it while the host writes chunk
+    # i's rows and files. This attempt's seconds: the host waiting for the device (its rounds
+    # and evaluations, and their transfer), the host's own work, and the part of that work
+    # the device did not hide (at most: the last chunk's, and each chunk's after which the next
+    # was already done).
     timing = {"waiting": 0.0, "host": 0.0, "host_unhidden": 0.0}
     with _progress_bar(config.rounds, done, progress) as bar:
         clock = loop_start = time.perf_counter()
         pending = launch(first_chunk, states) if first_chunk < len(groups) else None
         try:
             for i in range(first_chunk, len(groups)):
-                stops, (states, metrics) = pending
-                nonfinite, metrics = to_host((states.nonfinite_round, metrics))
-                raise_if_nonfinite(nonfinite)   # at the end of the chunk, naming the round
+                stops, states, nonfinite, metrics = pending
                 last = i + 1 == len(groups)
                 write = saver is not None and saver.due(last)
                 # the state to save, copied before the next chunk consumes its buffers
-                keep = to_host(states) if write and saver.keep_state else None
+                keep = None
+                if write and saver.keep_state:
+                    keep = states if last else jax.tree.map(jnp.copy, states)
                 if not last:
                     pending = launch(i + 1, states)
+                nonfinite, metrics, keep = to_host((nonfinite, metrics, keep))
+                raise_if_nonfinite(nonfinite)   # at the end of the chunk, naming the round
                 ready = time.perf_counter()
                 timing["waiting"] += ready - clock
                 final_J = metrics.round["J"][:, -1]
@@ -206,7 +234,7 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
                         saver.wait()   # on disk before the run ends or stops
                 clock = time.perf_counter()
                 timing["host"] += clock - ready
-                if last or all(x.is_ready() for x in jax.tree.leaves(pending[1])):
+                if last or all(x.is_ready() for x in jax.tree.leaves(pending[1:])):
                     timing["host_unhidden"] += clock - ready
                 if write:
                     stop_if_requested(f"stopped after round {done} of {config.rounds}; saved "
@@ -236,19 +264,38 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
     return {"rows": all_rows, "summary": summary, "instance": instance, "step_sizes": lrs}
 
 
-def _over_seeds(run, num_seeds: int):
-    """trainer.run over a leading seed axis of the state and the keys. One seed is run
-    without the vmap, its axis added back: a size-1 vmap made XLA's CPU program 1.5x
-    slower (W1, K = 100: 1.1e5 against 1.7e5 client-steps/s)."""
-    if num_seeds > 1:
-        return jax.vmap(run, in_axes=(0, None, None, None, 0, None, None, None))
+# the seed axis of trainer.run's (and .train's) arguments, and of trainer.evaluate's
+RUN_AXES = (0, None, None, None, 0, None, None, None)
+EVALUATE_AXES = (0, None, None, None, None)
+# The most bytes of states a chunk may keep for its evaluation in a program of its own
+SNAPSHOT_BYTES = 256 << 20
 
-    def one_seed(states, data, weights, hparams, keys, *schedule):
-        state = jax.tree.map(lambda x: x[0], states)
-        out = run(state, data, weights, hparams, keys[0], *schedule)
-        return jax.tree.map(lambda x: x[None], out)
+
+def _over_seeds(fn, num_seeds: int, in_axes):
+    """fn over a leading seed axis of the arguments whose in_axes is 0. One seed is run without
+    the vmap, its axis added back: a size-1 vmap made XLA's CPU program 1.5x slower (W1, K =
+    100: 1.1e5 against 1.7e5 client-steps/s)."""
+    if num_seeds > 1:
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def one_seed(*args):
+        args = [jax.tree.map(lambda x: x[0], a) if axis == 0 else a
+                for a, axis in zip(args, in_axes)]
+        return jax.tree.map(lambda x: x[None], fn(*args))
 
     return one_seed
+
+
+def _spare_device(mesh):
+    """A local device the rounds do not run on (one process only), or None."""
+    if jax.process_count() > 1:
+        return None
+    used = set(mesh.devices.flat) if mesh is not None else {jax.local_devices()[0]}
+    return next((d for d in jax.local_devices() if d not in used), None)
+
+
+def _bytes(tree) -> int:
+    return sum(x.nbytes for x in jax.tree.leaves(tree))
 
 
 def _chunk_rows(metrics, stops, seeds, lrs, optimum, num_clients, epsilon=None):
@@ -329,7 +376,7 @@ class _Progress:
         self.out, self.path, self.keep_state = out, out / "state.npz", keep_state
         self.metric_columns, self.columns = metric_columns, columns
         self.code = code_fingerprint(SIMULATOR)
-        self.every_s = (SAVE_EVERY_S if sum(x.nbytes for x in jax.tree.leaves(like))
+        self.every_s = (SAVE_EVERY_S if _bytes(like)
                         > SAVE_STATE_BYTES else SAVE_SMALL_EVERY_S)
         self.lengths, self.run_seconds, self.final_J = [0, 0], 0.0, None
         self.pending, self.last_save = [[], []], time.perf_counter()
