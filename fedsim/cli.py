@@ -527,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench", help="throughput of the engine against its peers and per-client baselines",
-        description="Measure client-steps per second of the vectorized engine against the same "
+        description="Measure client-steps per second of the vectorized engine (on one device, "
+                    "and sharded over one XLA device per CPU core) against the same "
                     "rounds hand-written (one vmap + fori_loop), as a DrJAX program, with "
                     "jnp.linalg.solve (under a time limit), in Flower's simulation engine "
                     "(K = 10, 100), as Python loops over a jitted client update or local step "
@@ -542,8 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "skipped and says so. Each cell runs in its own process (its compile time "
                     "and peak memory are its own), forked from one that has imported JAX "
                     "(solve, numpy and flower: a new interpreter); where the engine is judged "
-                    "against minimal, drjax or solve, those cells run in three processes each, "
-                    "interleaved, keeping each one's fastest. Writes bench.csv, summary.json, "
+                    "against minimal, drjax or solve, those cells and the sharded engine run "
+                    "in three processes each, interleaved, keeping each one's fastest. Writes bench.csv, summary.json, "
                     "bench_table.md and config.json; prints the table and each check, and exits "
                     "1 if a check fails.")
     bench.add_argument("--quick", action="store_true",

@@ -302,7 +302,8 @@ class TabularRunConfig:
     devices: int = option(1, "split the clients over this many devices (jax.sharding); K not a "
                           "multiple is padded with zero-weight clients. On a CPU, N makes N XLA "
                           "devices, each running its shard on a thread of its own (up to one "
-                          "per core helps)", group=RUN, type=count)
+                          "per core helps); with 2 or more cores, a device the rounds do not use "
+                          "evaluates the logged rounds beside them", group=RUN, type=count)
     client_block: int | None = option(None, "run the clients' local steps in blocks of B (vmap "
                                       "inside a block): the same results with the working set "
                                       "of B clients; on a 2-core CPU, blocks of 1000 made K = "
