@@ -188,10 +188,10 @@ def _run_tabular(args: argparse.Namespace, config=None) -> int:
             args.local_steps = args.communicate_every
         if args.distributed:
             _start_distributed(args)
-        else:   # on a CPU: the mesh's devices, and one spare for the evaluation
-            from fedsim.engine.sharding import host_cores, make_cpu_devices
+        else:
+            from fedsim.engine.sharding import make_run_devices
 
-            make_cpu_devices(max(args.devices, min(2, host_cores())))
+            make_run_devices(args.devices)
         config = tabular_config(args)
     config = config.validate()  # before anything is compiled
     result = run_tabular(config, args.out, progress=not args.quiet)

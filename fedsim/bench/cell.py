@@ -19,7 +19,7 @@ import traceback
 
 from fedsim.bench import flops
 from fedsim.bench import workloads as W
-from fedsim.engine.sharding import host_cores, make_cpu_devices
+from fedsim.engine.sharding import host_cores, make_cpu_devices, make_run_devices
 
 
 def measure(cell: dict) -> dict:
@@ -28,10 +28,10 @@ def measure(cell: dict) -> dict:
                 "stream_bytes_per_s": flops.stream_bandwidth()["bytes_per_s"]}
     if cell.get("mode") == "flower":
         return _flower(cell)
-    # CPU devices before JAX starts its backend (the cell server has not): one per core for
-    # the sharded mode, and for the run cell the spare device `fedsim run tabular` makes
+    # CPU devices before JAX starts its backend (the cell server has not): for the run cell
+    # those `fedsim run tabular` makes, one per core for the sharded mode
     if cell["kind"] == "run":
-        make_cpu_devices(min(2, host_cores()))
+        make_run_devices()
         return _run_path(cell)
     cost = {"flops": "", "bytes": ""}
     if cell.get("mode") == "sharded":

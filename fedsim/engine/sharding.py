@@ -66,3 +66,10 @@ def make_cpu_devices(count: int) -> None:
             jax.config.update("jax_num_cpu_devices", count)
         except RuntimeError:
             pass
+
+
+def make_run_devices(devices: int = 1) -> None:
+    """The CPU devices `fedsim run tabular --devices N` makes: N for its mesh, and at least 2
+    where there are 2 cores, one the rounds do not use, for the evaluation
+    (fedsim.tabular.experiment)."""
+    make_cpu_devices(max(devices, min(2, host_cores())))
