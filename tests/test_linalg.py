@@ -9,7 +9,9 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from fedsim.tabular import linalg
 from fedsim.tabular.linalg import inverse_diagonally_dominant, solve_diagonally_dominant
 
 
@@ -49,6 +51,31 @@ def test_batched_solve_matches_each_system_solved_alone():
         np.testing.assert_allclose(x[i, j], alone, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(x[i, j], np.linalg.solve(M[i, j], b[i, j]), rtol=2e-4,
                                    atol=2e-4)
+
+
+@pytest.mark.parametrize("batch", [3, linalg.BATCH_LAST_MIN])
+def test_vmapped_inverse_matches_each_system_alone(batch):
+    """Both batching rules (batch leading below BATCH_LAST_MIN systems, last from there) give
+    each system's inverse, also under a second vmap (a grid of cells over clients)."""
+    M = np.stack([_system(seed, n=9)[0] for seed in range(2 * batch)]).astype(np.float32)
+    alone = np.stack([inverse_diagonally_dominant(jnp.asarray(m)) for m in M])
+    np.testing.assert_allclose(alone, np.linalg.inv(M.astype(np.float64)), rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(jax.jit(jax.vmap(inverse_diagonally_dominant))(M), alone,
+                               rtol=1e-6, atol=1e-6)
+    nested = jax.vmap(jax.vmap(inverse_diagonally_dominant))(M.reshape(2, batch, 9, 9))
+    np.testing.assert_allclose(nested.reshape(alone.shape), alone, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [3, linalg.BATCH_LAST_MIN])
+def test_reverse_mode_through_the_batched_inverse(batch):
+    """grad through the vmapped inverse (custom_vmap with its jvp) equals each system's own."""
+    systems = [_system(seed, n=5) for seed in range(batch)]
+    M = jnp.asarray(np.stack([m for m, _ in systems]), jnp.float32)
+    b = jnp.asarray(np.stack([v for _, v in systems]), jnp.float32)
+    one = lambda m, v: jnp.sum((inverse_diagonally_dominant(m) @ v) ** 2)
+    batched = jax.grad(lambda m: jnp.sum(jax.vmap(one)(m, b)))(M)
+    for i in range(batch):
+        np.testing.assert_allclose(batched[i], jax.grad(one)(M[i], b[i]), rtol=1e-5, atol=1e-6)
 
 
 def test_gradient_matches_finite_differences():
