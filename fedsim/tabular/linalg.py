@@ -21,10 +21,11 @@ Why a separate solve: a return needs only d^T = rho^T M^{-1} (J = d . r_pi for a
 rewards), and one sweep over [M^T | rho] does half the work of the inverse's [M | I].
 
 Why the solve takes a batch: called on many systems at once (a run's evaluation: every client,
-two policies each), it moves the batch to the last axes, so each pivot step is one contiguous
+two policies each), it moves the batch to the last axis, so each pivot step is one contiguous
 vector operation over all systems: 1.4-1.5x faster than the same solve vmapped (2-core CPU,
-S = 20, K = 100 and 1000 clients). Under vmap (the local steps' gradients) the caller's batch
-stays where vmap puts it.
+S = 20, K = 100 and 1000 clients). Its batch axes are flattened into one, and a vmap around
+it (the evaluation of a chunk's checkpoints) joins them: 808 systems as (8, 101) in the last
+axes took 2.4x as long as the same systems as one axis of 808.
 """
 
 from __future__ import annotations
@@ -103,10 +104,34 @@ def _inverse_batched(axis_size, in_batched, M):
     return jnp.moveaxis(_inverse_in_place(jnp.moveaxis(M, 0, -1)), -1, 0), True
 
 
+def _solve_batch_last(M, b):
+    """M^{-1} b for M (..., n, n), b (..., n): the leading axes flattened into one batch axis
+    and moved last (the module docstring)."""
+    n = M.shape[-1]
+    last = lambda x, m: jnp.moveaxis(x.reshape((-1, n, m)), 0, -1)
+    x = _gauss_jordan(last(M, n), last(b[..., None], 1))[:, 0]
+    return jnp.moveaxis(x, -1, 0).reshape(b.shape)
+
+
+@jax.custom_jvp
+@custom_vmap
 def solve_diagonally_dominant(M, b):
     """M^{-1} b for M (..., n, n) strictly diagonally dominant by rows or by columns, b (..., n):
-    the leading axes are a batch of systems, solved with the batch moved last (module
-    docstring)."""
-    last = lambda x: jnp.moveaxis(x, (-2, -1), (0, 1))
-    x = _gauss_jordan(last(M), last(b[..., None]))[:, 0]
-    return jnp.moveaxis(x, 0, -1)
+    the leading axes are a batch of systems, solved as one batch in the last axis, as are the
+    axes of any vmap around it (the module docstring)."""
+    return _solve_batch_last(M, b)
+
+
+@solve_diagonally_dominant.defjvp
+def _solve_jvp(primals, tangents):
+    """The plain solve's own derivative (its code differentiated), so reverse mode and
+    Hessians work (custom_vmap alone does not support reverse mode)."""
+    return jax.jvp(_solve_batch_last, primals, tangents)
+
+
+@solve_diagonally_dominant.fun.def_vmap
+def _solve_batched(axis_size, in_batched, M, b):
+    """The vmapped axis joins the systems' batch (an unbatched argument is broadcast to it)."""
+    M, b = (x if batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
+            for x, batched in zip((M, b), in_batched))
+    return solve_diagonally_dominant(M, b), True
