@@ -223,9 +223,11 @@ SHARDED = textwrap.dedent("""
                                           jnp.full((3, 2), 0.5), every_round(3))
     held = state.clients.params
 
-    # The bench's sharded mode: the engine over the 8 devices gives its single-device logits.
+    # The bench's sharded mode: the engine over the 8 devices gives its single-device logits,
+    # with enough clients per device for the inverse's batch-last rule (fedsim.tabular.linalg)
     from fedsim.bench import workloads as W
-    problem = W.problem_for("W1", 13)
+    from fedsim.tabular.linalg import BATCH_LAST_MIN
+    problem = W.problem_for("W1", 8 * BATCH_LAST_MIN + 5)
     single, sharded = (np.asarray(rounds(problem, max_rounds=3)[0](3))
                        for rounds in (W.vectorized_rounds, W.sharded_rounds))
     out["bench-sharded"] = float(np.max(np.abs(single - sharded)))
@@ -258,6 +260,27 @@ SHARDED = textwrap.dedent("""
         assert m8.clients["test_score"].shape[1] == K
     print(json.dumps(out))
 """)
+
+
+def test_a_run_is_cut_into_chunks_of_enough_work():
+    """At most MAX_CHUNKS chunks, each of at least MIN_CHUNK_CLIENT_STEPS where the run has
+    that many, in at most two distinct lengths that add up to the checkpoints."""
+    from fedsim.tabular.config import InstanceSpec, LearnerSpec, TabularRunConfig
+    from fedsim.tabular.experiment import (MAX_CHUNKS, MIN_CHUNK_CLIENT_STEPS, _chunks,
+                                           chunk_count)
+
+    def config(rounds, seeds=1):
+        return TabularRunConfig(instance=InstanceSpec(num_clients=100), learner=LearnerSpec(),
+                                rounds=rounds, local_steps=5, lr=0.5, num_seeds=seeds)
+
+    assert chunk_count(config(400), 100) == 400 * 5 * 100 // MIN_CHUNK_CLIENT_STEPS == 20
+    assert chunk_count(config(400, seeds=2), 100) == 40
+    assert chunk_count(config(100_000), 100) == MAX_CHUNKS
+    assert chunk_count(config(3), 2) == 1
+    for total, parts in ((400, 20), (401, 20), (7, 50), (1, 1), (1000, 3)):
+        lengths = _chunks(total, parts)
+        assert sum(lengths) == total and len(set(lengths)) <= 2
+        assert len(lengths) <= parts + 1
 
 
 def test_sharded_run_equals_single_device_on_eight_cpu_devices():
