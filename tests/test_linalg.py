@@ -78,6 +78,23 @@ def test_reverse_mode_through_the_batched_inverse(batch):
         np.testing.assert_allclose(batched[i], jax.grad(one)(M[i], b[i]), rtol=1e-5, atol=1e-6)
 
 
+def test_vmapped_solve_joins_the_batch():
+    """Under vmap (one or two levels, either argument unbatched) the solve's batching rule folds
+    the vmapped axis into its systems' batch: each system's answer, as solved alone."""
+    systems = [_system(seed, n=6) for seed in range(12)]
+    M = jnp.asarray(np.stack([m for m, _ in systems]).reshape(3, 4, 6, 6), jnp.float32)
+    b = jnp.asarray(np.stack([v for _, v in systems]).reshape(3, 4, 6), jnp.float32)
+    alone = lambda m, v: solve_diagonally_dominant(m, v)
+    want = np.stack([[alone(M[i, j], b[i, j]) for j in range(4)] for i in range(3)])
+    np.testing.assert_allclose(jax.jit(jax.vmap(jax.vmap(alone)))(M, b), want, rtol=1e-6,
+                               atol=1e-6)
+    np.testing.assert_allclose(jax.vmap(alone)(M, b), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(jax.vmap(alone, (None, 0))(M[0, 0], b[:, 0]),
+                               [alone(M[0, 0], b[i, 0]) for i in range(3)], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(jax.vmap(alone, (0, None))(M[:, 0], b[0, 0]),
+                               [alone(M[i, 0], b[0, 0]) for i in range(3)], rtol=1e-6, atol=1e-6)
+
+
 def test_gradient_matches_finite_differences():
     M, b = _system(7, n=5)
     f = lambda m: jnp.sum((inverse_diagonally_dominant(m) @ jnp.asarray(b)) ** 2)
