@@ -269,14 +269,15 @@ def test_a_run_is_cut_into_chunks_of_enough_work():
     from fedsim.tabular.experiment import (MAX_CHUNKS, MIN_CHUNK_CLIENT_STEPS, _chunks,
                                            chunk_count)
 
-    def config(rounds, seeds=1):
-        return TabularRunConfig(instance=InstanceSpec(num_clients=100), learner=LearnerSpec(),
-                                rounds=rounds, local_steps=5, lr=0.5, num_seeds=seeds)
+    def config(rounds, seeds=1, clients=100):
+        return TabularRunConfig(instance=InstanceSpec(num_clients=clients),
+                                learner=LearnerSpec(), rounds=rounds, local_steps=5, lr=0.5,
+                                num_seeds=seeds)
 
-    assert chunk_count(config(400), 100) == 400 * 5 * 100 // MIN_CHUNK_CLIENT_STEPS == 20
-    assert chunk_count(config(400, seeds=2), 100) == 40
-    assert chunk_count(config(100_000), 100) == MAX_CHUNKS
-    assert chunk_count(config(3), 2) == 1
+    assert chunk_count(config(400)) == 400 * 5 * 100 // MIN_CHUNK_CLIENT_STEPS == 20
+    assert chunk_count(config(400, seeds=2)) == 40
+    assert chunk_count(config(100_000)) == MAX_CHUNKS
+    assert chunk_count(config(3, clients=2)) == 1
     for total, parts in ((400, 20), (401, 20), (7, 50), (1, 1), (1000, 3)):
         lengths = _chunks(total, parts)
         assert sum(lengths) == total and len(set(lengths)) <= 2

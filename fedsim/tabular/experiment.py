@@ -66,7 +66,8 @@ MAX_CHUNKS = 50
 MIN_CHUNK_CLIENT_STEPS = 10_000
 
 
-def chunk_count(config: TabularRunConfig, participants: int) -> int:
+def chunk_count(config: TabularRunConfig) -> int:
+    participants = config.federation().num_participants(config.num_rows)
     steps = config.rounds * config.local_steps * participants * config.num_seeds
     return int(min(MAX_CHUNKS, max(1, steps // MIN_CHUNK_CLIENT_STEPS)))
 
@@ -89,7 +90,7 @@ def estimate_memory(config: TabularRunConfig) -> list[tuple[str, float, str]]:
               else T // config.log_every + 1)
     sampled = learner.gradient == "sampled" or learner.learner == "ppo"
     horizon = learner.horizon_for(spec.gamma) if sampled else 0
-    chunks = chunk_count(config, config.federation().num_participants(config.num_rows))
+    chunks = chunk_count(config)
     return [
         # numpy float64 while the instance is drawn, then float32 on the host and the device
         ("the transition tensors P (K x S x A x S)", 16.0 * K * S * A * S, "--clients, --states"),
@@ -156,8 +157,7 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
     trainer = make_trainer(task, fed.algorithm_parts(task, config.num_rows), fed, mesh)
     states = jax.jit(jax.vmap(lambda key: trainer.init(theta0, data, key)))(run_keys)
     checkpoints, lrs_device = config.logged_rounds(), jnp.asarray(lrs)
-    groups = _chunks(len(checkpoints),   # checkpoints per call
-                     chunk_count(config, fed.num_participants(config.num_rows)))
+    groups = _chunks(len(checkpoints), chunk_count(config))   # checkpoints per call
     starts = np.cumsum([0] + groups[:-1])
 
     saver = None if out is None else _Progress(out, states, metric_columns(config),
