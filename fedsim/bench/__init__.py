@@ -66,16 +66,17 @@ INTERLEAVED = ("vectorized", "sharded", "minimal", "drjax", "solve")
 # Modes not run above this K: Python loops over clients and steps, whose time per
 # client-step does not depend on K (1.9e4 and 1.2e4 for W1's loop_step at K = 1000 and
 # 10 000, 1.05e4 and 1.17e4 for numpy; 6 December), at a minute a cell at K = 10 000
-LARGEST_K = {"loop_step": 1000, "numpy": 1000,
-             # above 1000 the engine's clients are in blocks, and a block lived on one
-             # device (W1 K = 10 000 on 2 CPU devices: 0.6x one device)
-             "sharded": W.CLIENT_BLOCK}
+LARGEST_K = {"loop_step": 1000, "numpy": 1000}
 
 
-def judged_clients(workload: str) -> set[int]:
-    """The K at which the engine is judged against an INTERLEAVED mode on this workload."""
-    return {K for mode in W.modes_for(workload) if mode in INTERLEAVED and mode in NEEDS
-            for K in NEEDS[mode][0]}
+def interleaved_at(workload: str, K: int) -> tuple[str, ...]:
+    """The modes that run in several processes at K: every INTERLEAVED one where the engine
+    is judged against one of them, the engine alone where it is judged only against another
+    mode (Flower at K = 10), none where nothing is judged."""
+    judged = [m for m in W.modes_for(workload) if m in NEEDS and K in NEEDS[m][0]]
+    if any(m in INTERLEAVED for m in judged):
+        return INTERLEAVED
+    return ("vectorized",) if judged else ()
 
 
 def plan(config: dict) -> list[dict]:
@@ -89,9 +90,9 @@ def plan(config: dict) -> list[dict]:
                     if (mode != "flower" or K in config.get("flower_clients", ()))
                     and K <= LARGEST_K.get(mode, K)]
             cells += here
-            if K in judged_clients(workload):
-                cells += [cell | {"pass": i} for i in range(1, config.get("passes", 1))
-                          for cell in here if cell["mode"] in INTERLEAVED]
+            again = interleaved_at(workload, K)
+            cells += [cell | {"pass": i} for i in range(1, config.get("passes", 1))
+                      for cell in here if cell["mode"] in again]
     cells += [{"kind": "mode", "workload": "W1", "mode": "vectorized", "K": K,
                "budget": config["budget_s"]} for K in config["large_clients"]]
     r = config.get("run", NO_RUN_CELLS)
@@ -191,8 +192,7 @@ class _CellServer:
             if ended["killed"]:
                 return None
             if ended["exit"] != 0 or not result.exists():
-                raise RuntimeError(f"benchmark cell {cell} failed (exit code {ended['exit']}):"
-                                   f"\n{log.read_text()[-3000:] if log.exists() else ''}")
+                raise _failed(cell, ended["exit"], log.read_text() if log.exists() else "")
             return json.loads(result.read_text())
 
 
@@ -224,8 +224,14 @@ def _in_new_interpreter(cell: dict) -> dict | None:
     except subprocess.TimeoutExpired:
         return None
     if done.returncode != 0:
-        raise RuntimeError(f"benchmark cell {cell} failed:\n{done.stderr[-3000:]}")
+        raise _failed(cell, done.returncode, done.stderr)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _failed(cell: dict, exit_code: int, output: str) -> RuntimeError:
+    """A cell's process that failed: its exit code and the end of its output."""
+    return RuntimeError(f"benchmark cell {cell} failed (exit code {exit_code}):\n"
+                        f"{output[-3000:]}")
 
 
 def _not_run_after(cell: dict, rows: list[dict]) -> dict | None:
@@ -247,12 +253,10 @@ def keep_fastest(rows: list[dict], cell: dict) -> None:
     if not measured(rows[i]):
         return
     new, old = run_cell(cell), rows[i]
-    processes = cell["pass"] + 1
+    # a later process's row has no FLOP and byte counts (fedsim.bench.cell): `old | new`
+    # keeps the first process's, which counted the same program
     rows[i] = (old if old["client_steps_per_s"] >= new["client_steps_per_s"] else old | new) | {
-        "cell_s": old["cell_s"] + new["cell_s"], "note": f"fastest of {processes} processes",
-        # counted by the first process only
-        **{count: old.get(count, "") for count in ("flops_per_client_step",
-                                                   "bytes_per_client_step")}}
+        "cell_s": old["cell_s"] + new["cell_s"], "note": f"fastest of {cell['pass'] + 1} processes"}
 
 
 def _no_figures(row: dict, note: str) -> dict:

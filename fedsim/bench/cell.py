@@ -33,7 +33,7 @@ def measure(cell: dict) -> dict:
     if cell["kind"] == "run":
         make_run_devices()
         return _run_path(cell)
-    cost = {"flops": "", "bytes": ""}
+    counts = {}   # XLA's FLOP and byte counts per client-step, where the cell has them
     if cell.get("mode") == "sharded":
         make_cpu_devices(host_cores())
     if cell["kind"] == "grid":
@@ -51,16 +51,16 @@ def measure(cell: dict) -> dict:
                 m = W.time_vectorized(problem, budget, mode=cell["mode"])
                 # XLA does not count LAPACK's custom calls (solve), and counts a sharded
                 # program per device; a cell's other processes (fedsim.bench.INTERLEAVED)
-                # run the program its first one counted
+                # run the program its first one counted, and give no counts
                 if cell["mode"] not in ("solve", "sharded") and not cell.get("pass"):
                     cost = flops.client_step_cost(problem, W.LOCAL_STEPS)
+                    counts = {"flops_per_client_step": cost["flops"],
+                              "bytes_per_client_step": cost["bytes"]}
             else:
                 m = W.time_loop(problem, per_step=cell["mode"] == "loop_step", budget=budget)
     client_steps = m.rounds * W.LOCAL_STEPS * cell["K"] * runs
     return {"rounds": m.rounds, "client_steps": client_steps, "seconds": m.seconds,
-            "compile_s": m.compile_seconds, "flops_per_client_step": cost["flops"],
-            "bytes_per_client_step": cost["bytes"],
-            "peak_rss_mb": _peak_rss_mb()}
+            "compile_s": m.compile_seconds, "peak_rss_mb": _peak_rss_mb(), **counts}
 
 
 def _peak_rss_mb() -> float:
@@ -71,7 +71,7 @@ def _run_path(cell: dict) -> dict:
     """`fedsim run tabular`'s seconds per run against its compiled rounds alone."""
     m = W.time_run_path(cell["K"], cell["rounds"], cell["log_every"])
     return {"rounds": cell["rounds"], "client_steps": cell["rounds"] * W.LOCAL_STEPS * cell["K"],
-            "seconds": m["seconds"], "compile_s": m["compile_s"], "flops_per_client_step": "",
+            "seconds": m["seconds"], "compile_s": m["compile_s"],
             "peak_rss_mb": _peak_rss_mb(), "run_overhead": m["overhead"],
             "note": f"fedsim run tabular, evaluated every {cell['log_every']} round(s); "
                     f"the rounds alone {m['rounds_alone_s']:.3f} s; of the run: evaluations "
@@ -91,7 +91,6 @@ def _flower(cell: dict) -> dict:
     out = flower.run(cell["K"], FLOWER_ROUNDS)
     return {"rounds": 1, "client_steps": W.LOCAL_STEPS * cell["K"],
             "seconds": min(out["round_seconds"]), "compile_s": 0.0,
-            "flops_per_client_step": "",
             # the Ray workers' memory is not this process's
             "peak_rss_mb": _peak_rss_mb(),
             "note": f"fastest of {FLOWER_ROUNDS} rounds by Flower's strategy; "

@@ -12,8 +12,7 @@ Modes, all computing the same rounds (the same keys, the same client updates):
                 serves every length)
     sharded     the engine with its clients split over every device JAX sees (`--devices`);
                 on a CPU, the cell makes one XLA device per core, each running its shard on
-                a thread of its own (W1; up to 1000 clients, the engine's blocks not yet being
-                split by device)
+                a thread of its own, in blocks of 1000 / devices above 1000 clients (W1)
     minimal     the same rounds hand-written as one `jax.vmap` over clients inside a
                 `lax.fori_loop` over rounds, with no engine around it: what a JAX user writes
                 for FedAvg with the task's gradient (W1, W2; its blocks as the engine's)

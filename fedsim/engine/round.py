@@ -9,6 +9,7 @@ strike. Everything with a leading client axis is only mapped over or contracted 
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -75,13 +76,15 @@ class RoundAux(NamedTuple):
     clients: Any   # per client (K, ...), NaN for a client that did not train this round
 
 
-def make_train_round(task, algorithm, fed):
-    """One training round (no evaluation): (state, RoundAux)."""
+def make_train_round(task, algorithm, fed, mesh=None):
+    """One training round (no evaluation): (state, RoundAux). mesh: the devices the run's
+    clients are split over (fedsim.engine.sharding), if any."""
     E = fed.local_steps
-    client_update = algorithm.client_update(task, algorithm.local_objective, E, fed.client_block)
+    over_clients = functools.partial(map_clients, block=fed.client_block, mesh=mesh)
+    client_update = algorithm.client_update(task, algorithm.local_objective, E, over_clients)
     require(not algorithm.reads_reports or task.report is not None, "algorithm", algorithm.name,
             "weighs clients by their reports: it needs a task with Task.report")
-    report = map_clients(task.report, fed.client_block) if algorithm.reads_reports else None
+    report = over_clients(task.report) if algorithm.reads_reports else None
 
     def train_round(state: FedState, data, weights, hparams: HParams, run_key, t, lrs):
         K = weights.shape[0]

@@ -3,8 +3,9 @@
 `fedsim.engine.make_train(..., mesh=client_mesh(n))` constrains every array with a leading
 client axis (client data, hyperparameters, weights, every client's state) to
 `NamedSharding(mesh, P("clients"))` inside the compiled run; the global parameters are
-replicated. The round function needs no change: vmaps over clients are split across devices
-and the weighted sum over axis 0 becomes a cross-device reduction.
+replicated. The round function needs no change: vmaps over clients are split across devices,
+clients in blocks are mapped by each device on its own (fedsim.engine.map_clients), and the
+weighted sum over axis 0 becomes a cross-device reduction.
 
 K not divisible by the device count is padded (inside the run) with copies of the last
 client that carry weight 0: they compute but never reach the aggregate, the global metrics,

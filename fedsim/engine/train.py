@@ -102,7 +102,7 @@ def check(algorithm, fed, num_clients: int) -> None:
 
 
 def make_trainer(task, algorithm, fed, mesh: Mesh | None = None) -> Trainer:
-    train_round = make_train_round(task, algorithm, fed)
+    train_round = make_train_round(task, algorithm, fed, mesh)
     pad, place = _padding(mesh)
 
     def init(params0, data, key) -> FedState:
