@@ -109,8 +109,10 @@ BAD = [
     (["--algorithm", "local", "--server-opt", "adam"], "--server-opt", "local algorithm"),
     (["--client-block", "0"], "--client-block = 0", "integer >= 1"),
     (["--log-points", "0"], "--log-points = 0", "integer >= 1"),
-    (["--devices", "0"], "--devices = 0", "[1, 1]"),
-    (["--devices", "2"], "--devices = 2", "[1, 1]"),   # the test process has one device
+    # {n}: the devices the test's process has, its JAX backend started before the command
+    # (else the command would make as many CPU devices as asked for)
+    (["--devices", "0"], "--devices = 0", "[1, {n}]"),
+    (["--devices", "{n+1}"], "--devices = {n+1}", "[1, {n}]"),
     (["--algorithm", "fedkl", "--kl-coef", "-1"], "beta", "[0.0, inf]"),
     (["--algorithm", "fedkl", "--self-weight", "1.5"], "alpha", "[0.0, 1.0]"),
     (["--algorithm", "fedkl", "--peer-weights", "0.5,0.6,0.2,0.3,0.3,0.4,0.3,0.3,0.4"],
@@ -146,12 +148,14 @@ def no_compilation(monkeypatch):
 @pytest.mark.parametrize("extra,named,allowed", BAD, ids=[" ".join(b[0]) for b in BAD])
 def test_bad_input_gets_one_clear_error_before_compilation(extra, named, allowed, tmp_path, capsys,
                                                            no_compilation):
+    n = len(jax.devices())
+    fill = lambda text: text.replace("{n+1}", str(n + 1)).replace("{n}", str(n))
     with pytest.raises(SystemExit) as exit_info:
-        main(["run", "tabular", "--out", str(tmp_path / "x")] + SMALL + extra)
+        main(["run", "tabular", "--out", str(tmp_path / "x")] + SMALL + list(map(fill, extra)))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("fedsim: error: ")
-    assert named in err and allowed in err, err
+    assert fill(named) in err and fill(allowed) in err, err
     assert not (tmp_path / "x").exists()
 
 

@@ -156,61 +156,20 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
     mesh = client_mesh(config.devices) if config.devices > 1 else None
     trainer = make_trainer(task, fed.algorithm_parts(task, config.num_rows), fed, mesh)
     states = jax.jit(jax.vmap(lambda key: trainer.init(theta0, data, key)))(run_keys)
-    checkpoints, lrs_device = config.logged_rounds(), jnp.asarray(lrs)
-    groups = _chunks(len(checkpoints), chunk_count(config))   # checkpoints per call
-    starts = np.cumsum([0] + groups[:-1])
-
     saver = None if out is None else _Progress(out, states, metric_columns(config),
                                                client_columns(config),
                                                keep_state=jax.process_count() == 1)
     first_chunk, states = saver.restore(states) if saver else (0, states)
-    # Evaluated only at logged rounds: memory is O(K state + logged rounds), not O(T K). Where
-    # a chunk's states fit SNAPSHOT_BYTES, the rounds and their evaluation are two programs
-    # (Trainer.train, Trainer.evaluate): all of a chunk's checkpoints are evaluated in one
-    # batch, while the device goes on to the next chunk's rounds.
-    split = _bytes(states) * max(groups[first_chunk:], default=1) <= SNAPSHOT_BYTES
-    run = _over_seeds(trainer.train if split else trainer.run, config.num_seeds, RUN_AXES)
-    evaluate = _over_seeds(trainer.evaluate, config.num_seeds, EVALUATE_AXES)
-    # On a device the rounds do not use, if there is one (on a CPU, `--devices` makes them),
-    # the evaluation runs beside the next chunk's rounds
-    spare = _spare_device(mesh) if split and _bytes(data) <= SNAPSHOT_BYTES else None
-    on_spare = (lambda tree: tree) if spare is None else (
-        lambda tree: jax.device_put(tree, SingleDeviceSharding(spare)))
-    eval_inputs = on_spare((data, weights, hparams))
-    done = int(checkpoints[sum(groups[:first_chunk]) - 1]) if first_chunk else 0
-    compiled, evaluators, compile_s = {}, {}, 0.0
-    for n in sorted(set(groups[first_chunk:])):
-        start = time.perf_counter()
-        stops = jnp.asarray(checkpoints[:n])
-        compiled[n] = jax.jit(run, donate_argnums=0).lower(
-            states, data, weights, hparams, run_keys, lrs_device, stops, jnp.int32(0)).compile()
-        if split:   # the snapshots' shapes, from the rounds' program
-            snapshots = compiled[n].out_info[1]
-            if spare is not None:
-                snapshots = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
-                    x.shape, x.dtype, sharding=SingleDeviceSharding(spare)), snapshots)
-            evaluators[n] = jax.jit(evaluate).lower(snapshots, *eval_inputs,
-                                                    on_spare(stops)).compile()
-        compile_s += time.perf_counter() - start
-        stop_if_requested(f"stopped while compiling, with {done} of {config.rounds} rounds "
-                          "saved" + (f" in {out}; run the same command to resume" if out else ""))
+    chunks = _ChunkCalls(trainer, config, mesh, states, (data, weights, hparams),
+                         (run_keys, jnp.asarray(lrs)), first_chunk)
+    done = chunks.rounds_before(first_chunk)
+    compile_s = chunks.compile(states, lambda: stop_if_requested(
+        f"stopped while compiling, with {done} of {config.rounds} rounds saved"
+        + (f" in {out}; run the same command to resume" if out else "")))
     run_s = saver.run_seconds if saver else 0.0
     final_J = saver.final_J if saver else None
     num_clients = instance.num_clients
     all_rows = read_csv_rows(out / "metrics.csv") if first_chunk else []
-
-    def launch(i, states):
-        """Chunk i's calls, dispatched without waiting for them (the state is donated):
-        (its checkpoints, the state after it, the first non-finite round, its metrics)."""
-        stops = checkpoints[starts[i]:starts[i] + groups[i]]
-        first_round = int(checkpoints[starts[i] - 1]) if starts[i] else 0
-        states, out = compiled[groups[i]](states, data, weights, hparams, run_keys, lrs_device,
-                                          jnp.asarray(stops), jnp.int32(first_round))
-        if split:
-            return (stops, states) + evaluators[groups[i]](on_spare(out), *eval_inputs,
-                                                           on_spare(jnp.asarray(stops)))
-        # a copy: the next chunk consumes the state's buffers
-        return stops, states, jnp.copy(states.nonfinite_round), out
 
     # Chunk i + 1 is queued behind chunk i, so the device runs it while the host writes chunk
     # i's rows and files. This attempt's seconds: the host waiting for the device (its rounds
@@ -220,18 +179,19 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
     timing = {"waiting": 0.0, "host": 0.0, "host_unhidden": 0.0}
     with _progress_bar(config.rounds, done, progress) as bar:
         clock = loop_start = time.perf_counter()
-        pending = launch(first_chunk, states) if first_chunk < len(groups) else None
+        pending = (chunks.launch(first_chunk, states) if first_chunk < len(chunks)
+                   else None)
         try:
-            for i in range(first_chunk, len(groups)):
+            for i in range(first_chunk, len(chunks)):
                 stops, states, nonfinite, metrics = pending
-                last = i + 1 == len(groups)
+                last = i + 1 == len(chunks)
                 write = saver is not None and saver.due(last)
                 # the state to save, copied before the next chunk consumes its buffers
                 keep = None
                 if write and saver.keep_state:
                     keep = states if last else jax.tree.map(jnp.copy, states)
                 if not last:
-                    pending = launch(i + 1, states)
+                    pending = chunks.launch(i + 1, states)
                 nonfinite, metrics, keep = to_host((nonfinite, metrics, keep))
                 raise_if_nonfinite(nonfinite)   # at the end of the chunk, naming the round
                 ready = time.perf_counter()
@@ -272,8 +232,8 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
             / max(timing["waiting"] + timing["host"], 1e-12)},
     }
     if fed.dp is not None:
-        summary.update(privacy_summary(fed, config, epsilon[int(checkpoints[-1])], states,
-                                       run_keys, theta0, seeds))
+        summary.update(privacy_summary(fed, config, epsilon[int(chunks.checkpoints[-1])],
+                                       states, run_keys, theta0, seeds))
     if out is not None:
         write_json(out / "summary.json", summary)
     return {"rows": all_rows, "summary": summary, "instance": instance, "step_sizes": lrs}
@@ -284,6 +244,76 @@ RUN_AXES = (0, None, None, None, 0, None, None, None)
 EVALUATE_AXES = (0, None, None, None, None)
 # The most bytes of states a chunk may keep for its evaluation in a program of its own
 SNAPSHOT_BYTES = 256 << 20
+
+
+class _ChunkCalls:
+    """A run's logged rounds cut into chunks (chunk_count), each a compiled call dispatched
+    without waiting. Evaluated only at logged rounds: memory is O(K state + logged rounds),
+    not O(T K). Where a chunk's states fit SNAPSHOT_BYTES, the rounds and their evaluation are
+    two programs (Trainer.train, Trainer.evaluate): all of a chunk's checkpoints are evaluated
+    in one batch while the device goes on to the next chunk's rounds, on a device the rounds
+    do not use if there is one (on a CPU, `--devices` makes them)."""
+
+    def __init__(self, trainer, config: TabularRunConfig, mesh, states, inputs, seeded,
+                 first_chunk: int):
+        """inputs: (data, weights, hparams), the evaluation's too; seeded: (run keys, step
+        sizes); states: the state the run starts (or resumes) from, at chunk first_chunk."""
+        self.checkpoints = config.logged_rounds()
+        self.groups = _chunks(len(self.checkpoints), chunk_count(config))   # checkpoints a call
+        self.first_chunk, self.inputs, self.seeded = first_chunk, inputs, seeded
+        self.split = _bytes(states) * max(self.groups[first_chunk:], default=1) <= SNAPSHOT_BYTES
+        self.run = _over_seeds(trainer.train if self.split else trainer.run, config.num_seeds,
+                               RUN_AXES)
+        self.evaluate = _over_seeds(trainer.evaluate, config.num_seeds, EVALUATE_AXES)
+        self.spare = (_spare_device(mesh) if self.split and _bytes(inputs[0]) <= SNAPSHOT_BYTES
+                      else None)
+        self.eval_inputs = self.on_spare(inputs)
+        self.rounds, self.evaluations = {}, {}   # compiled, by the chunk's checkpoint count
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def on_spare(self, tree):
+        return tree if self.spare is None else jax.device_put(tree,
+                                                              SingleDeviceSharding(self.spare))
+
+    def rounds_before(self, i: int) -> int:
+        """The rounds trained before chunk i (i = len(self): all of them)."""
+        logged = sum(self.groups[:i])
+        return int(self.checkpoints[logged - 1]) if logged else 0
+
+    def compile(self, states, after_each=lambda: None) -> float:
+        """Compile the calls of the chunks still to run (one per distinct length), calling
+        after_each() after each; return the seconds it took."""
+        seconds = 0.0
+        for n in sorted(set(self.groups[self.first_chunk:])):
+            start = time.perf_counter()
+            stops = jnp.asarray(self.checkpoints[:n])
+            self.rounds[n] = jax.jit(self.run, donate_argnums=0).lower(
+                states, *self.inputs, *self.seeded, stops, jnp.int32(0)).compile()
+            if self.split:   # the snapshots' shapes, from the rounds' program
+                snapshots = self.rounds[n].out_info[1]
+                if self.spare is not None:
+                    snapshots = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+                        x.shape, x.dtype, sharding=SingleDeviceSharding(self.spare)), snapshots)
+                self.evaluations[n] = jax.jit(self.evaluate).lower(
+                    snapshots, *self.eval_inputs, self.on_spare(stops)).compile()
+            seconds += time.perf_counter() - start
+            after_each()
+        return seconds
+
+    def launch(self, i: int, states):
+        """Chunk i's calls, dispatched without waiting for them (the state is donated):
+        (its checkpoints, the state after it, the first non-finite round, its metrics)."""
+        n, logged = self.groups[i], sum(self.groups[:i])
+        stops = self.checkpoints[logged:logged + n]
+        states, out = self.rounds[n](states, *self.inputs, *self.seeded, jnp.asarray(stops),
+                                     jnp.int32(self.rounds_before(i)))
+        if self.split:
+            return (stops, states) + self.evaluations[n](self.on_spare(out), *self.eval_inputs,
+                                                        self.on_spare(jnp.asarray(stops)))
+        # a copy: the next chunk consumes the state's buffers
+        return stops, states, jnp.copy(states.nonfinite_round), out
 
 
 def _over_seeds(fn, num_seeds: int, in_axes):
