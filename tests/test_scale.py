@@ -329,6 +329,7 @@ def _acceptance_rows(speedup, scale_loss, grid_seconds, peak_mb=100.0, peak_frac
         rows += [_row(w, m, K, 1e6 / (scale_loss if K == 10000 else 1) * 40 / speedup)
                  for m in ("minimal", "drjax") for K in (1000, 10000)]
     rows[2]["fraction_of_peak"] = peak_fraction   # W1 vectorized K=1000
+    rows.append(_row("W1", "sharded", 1000, 1e6, fraction_of_peak=peak_fraction))
     rows += [_row("W1", "numpy", 1000, 1e6 / speedup),
              _row("W1", "solve", 100, 1e6 * 20 / speedup),
              _row("W1", "sharded", 100, 1e6 * speedup / 20),
@@ -348,7 +349,7 @@ def test_acceptance_checks_pass_and_fail_on_the_right_data():
     config = {"large_clients": [100000], "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 100},
               "run": {"K": 100, "rounds": 400, "log_every": [1]}}
     good = acceptance(_acceptance_rows(speedup=40, scale_loss=1.5, grid_seconds=2.0), config)
-    assert all(c["passed"] for c in good) and len(good) == 27, good
+    assert all(c["passed"] for c in good) and len(good) == 28, good
     bad = acceptance(_acceptance_rows(speedup=5, scale_loss=3.0, grid_seconds=9.0,
                                       peak_mb=30 * 1024, peak_fraction=0.05, run_overhead=0.3),
                      config)
@@ -357,6 +358,20 @@ def test_acceptance_checks_pass_and_fail_on_the_right_data():
     skipped[-8] |= {"client_steps_per_s": "", "vectorized_speedup": "", "note": "did not finish"}
     judged = acceptance(skipped, config)
     assert [c["measured"] for c in judged if c["passed"] is None] == ["did not finish"]
+
+
+def test_the_sharded_engine_takes_the_one_device_counts_at_its_K():
+    rows = [_row("W1", "vectorized", 1000, 2.0, flops_per_client_step=10.0,
+                 bytes_per_client_step=5.0),
+            _row("W1", "sharded", 1000, 3.0), _row("W1", "sharded", 100, 3.0),
+            _row("W1", "minimal", 1000, 3.0)]
+    bench.add_peak_fractions(rows, {"peak_flops_per_s": 300.0, "stream_bytes_per_s": 100.0})
+    assert rows[1]["gflops_per_s"] * 1e9 == pytest.approx(30.0)
+    assert rows[1]["fraction_of_peak"] == pytest.approx(0.1)
+    assert rows[1]["gbytes_per_s"] * 1e9 == pytest.approx(15.0)
+    assert "flops_per_client_step" not in rows[1]   # not copied: borrowed for the rates
+    # no one-device count at K = 100, and another mode counts for itself or not at all
+    assert "gflops_per_s" not in rows[2] and "gflops_per_s" not in rows[3]
 
 
 def test_bench_runs_end_to_end_on_a_tiny_plan(tmp_path):

@@ -269,12 +269,16 @@ def measured(row: dict) -> bool:
 
 def add_peak_fractions(rows: list[dict], limits: dict) -> None:
     """Achieved FLOP/s and bytes/s from XLA's counts per client-step, as fractions of the
-    matmul peak and of the in-cache stream bandwidth (limits: the "peak" cell's)."""
+    matmul peak and of the in-cache stream bandwidth (limits: the "peak" cell's). The sharded
+    engine's client-steps are the one-device engine's (XLA counts a partitioned program per
+    device, so its cell counts none): it takes the vectorized cell's counts at its K."""
+    one_device = {(r["workload"], r["K"]): r for r in rows if r["mode"] == "vectorized"}
     for r in rows:
-        if measured(r) and r.get("flops_per_client_step", "") != "":
-            r["gflops_per_s"] = r["flops_per_client_step"] * r["client_steps_per_s"] / 1e9
+        counted = one_device.get((r["workload"], r["K"]), {}) if r["mode"] == "sharded" else r
+        if measured(r) and counted.get("flops_per_client_step", "") != "":
+            r["gflops_per_s"] = counted["flops_per_client_step"] * r["client_steps_per_s"] / 1e9
             r["fraction_of_peak"] = r["gflops_per_s"] * 1e9 / limits["peak_flops_per_s"]
-            r["gbytes_per_s"] = r["bytes_per_client_step"] * r["client_steps_per_s"] / 1e9
+            r["gbytes_per_s"] = counted["bytes_per_client_step"] * r["client_steps_per_s"] / 1e9
             r["fraction_of_stream"] = r["gbytes_per_s"] * 1e9 / limits["stream_bytes_per_s"]
 
 
@@ -376,10 +380,13 @@ def acceptance(rows: list[dict], config: dict) -> list[dict]:
             ratio = ref["client_steps_per_s"] / big["client_steps_per_s"]
             check(f"{workload}: time per client-step at K=10000 / at K=1000", ratio, "<= 2",
                   ratio <= 2)
-    r = find("W1", "vectorized", 1000)
-    if r and r.get("fraction_of_peak", "") != "":
-        check("W1 K=1000: achieved FLOP/s (XLA's count) / matmul peak", r["fraction_of_peak"],
-              f">= {PEAK_FRACTION:g}", r["fraction_of_peak"] >= PEAK_FRACTION)
+    # the matmul peak uses every core; so does the sharded engine, one device per core
+    for mode, label in (("vectorized", ""), ("sharded", " sharded over the host's cores")):
+        r = find("W1", mode, 1000)
+        if r and r.get("fraction_of_peak", "") != "":
+            check(f"W1 K=1000{label}: achieved FLOP/s (XLA's count) / matmul peak",
+                  r["fraction_of_peak"], f">= {PEAK_FRACTION:g}",
+                  r["fraction_of_peak"] >= PEAK_FRACTION)
     for K in config["large_clients"]:
         r = find("W1", "vectorized", K)
         check(f"W1 K={K} completes; peak resident memory (MB)", r["peak_rss_mb"],
