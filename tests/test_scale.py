@@ -194,12 +194,13 @@ SHARDED = textwrap.dedent("""
 
     assert len(jax.devices()) == 8
     out = {}
-    # the last two in blocks: each device maps its own clients (fedsim.engine.map_clients),
-    # but not 6 sampled participants of 16, which 8 devices do not divide
+    # the last three in blocks: each device maps its own clients (fedsim.engine.map_clients),
+    # 8 sampled participants of 16 too, but not 6, which 8 devices do not divide
     for K, gradient, algorithm, block, m in ((13, "sampled", "fedavg", None, None),
                                              (16, "sampled", "fedavg", None, None),
                                              (13, "exact", "fedkl", None, None),
                                              (13, "sampled", "fedavg", 3, None),
+                                             (16, "sampled", "fedavg", 4, 8),
                                              (16, "exact", "fedavg", 4, 6)):
         spec = InstanceSpec(num_clients=K, num_states=5, num_actions=3,
                             transition_heterogeneity=0.5, weights="samples")
@@ -305,7 +306,8 @@ def test_sharded_run_equals_single_device_on_eight_cpu_devices():
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     for case in ("13-sampled-fedavg-None-None", "16-sampled-fedavg-None-None",
-                 "13-exact-fedkl-None-None", "13-sampled-fedavg-3-None", "16-exact-fedavg-4-6",
+                 "13-exact-fedkl-None-None", "13-sampled-fedavg-3-None", "16-sampled-fedavg-4-8",
+                 "16-exact-fedavg-4-6",
                  "movielens-11", "bench-sharded", "map-16", "map-13"):
         assert out[case] < 1e-5, (case, out[case])   # K = 13 is padded to 16
     assert out["map-16-shard"] == [2, 3]

@@ -317,6 +317,10 @@ class TabularRunConfig:
         """The client axis: the K clients and the audit's canaries after them."""
         return self.instance.num_clients + self.privacy.canaries
 
+    def client_steps(self, rows: int) -> int:
+        """Local steps the run's participants take, per seed, on a client axis of `rows`."""
+        return self.rounds * self.local_steps * self.federation().num_participants(rows)
+
     def validate(self) -> "TabularRunConfig":
         import jax
 

@@ -67,8 +67,7 @@ MIN_CHUNK_CLIENT_STEPS = 10_000
 
 
 def chunk_count(config: TabularRunConfig) -> int:
-    participants = config.federation().num_participants(config.num_rows)
-    steps = config.rounds * config.local_steps * participants * config.num_seeds
+    steps = config.client_steps(config.num_rows) * config.num_seeds   # the canaries' too
     return int(min(MAX_CHUNKS, max(1, steps // MIN_CHUNK_CLIENT_STEPS)))
 
 
@@ -219,7 +218,7 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
                 saver.close()
     run_s += timing["waiting"] + timing["host"]
 
-    client_steps = config.rounds * config.local_steps * fed.num_participants(num_clients)
+    client_steps = config.client_steps(num_clients)   # the real clients'
     summary = {
         "J_star": optimum.J_star, "J_star_tolerance": optimum.tolerance,
         "J_star_upper_bound": optimum.upper_bound, "J_star_method": optimum.method,
