@@ -289,8 +289,8 @@ def test_a_run_is_cut_into_chunks_of_enough_work():
                                 learner=LearnerSpec(), rounds=rounds, local_steps=5, lr=0.5,
                                 num_seeds=seeds)
 
-    assert chunk_count(config(400)) == 400 * 5 * 100 // MIN_CHUNK_CLIENT_STEPS == 20
-    assert chunk_count(config(400, seeds=2)) == 40
+    assert chunk_count(config(400)) == 400 * 5 * 100 // MIN_CHUNK_CLIENT_STEPS == 10
+    assert chunk_count(config(400, seeds=2)) == 20
     assert chunk_count(config(100_000)) == MAX_CHUNKS
     assert chunk_count(config(3, clients=2)) == 1
     for total, parts in ((400, 20), (401, 20), (7, 50), (1, 1), (1000, 3)):
