@@ -179,8 +179,7 @@ def _run(config: TabularRunConfig, out: Path | None, progress: bool) -> dict:
     timing = {"waiting": 0.0, "host": 0.0, "host_unhidden": 0.0}
     with _progress_bar(config.rounds, done, progress) as bar:
         clock = loop_start = time.perf_counter()
-        pending = (chunks.launch(first_chunk, states) if first_chunk < len(chunks)
-                   else None)
+        pending = chunks.launch(first_chunk, states) if first_chunk < len(chunks) else None
         try:
             for i in range(first_chunk, len(chunks)):
                 stops, states, nonfinite, metrics = pending
