@@ -544,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and peak memory are its own), forked from one that has imported JAX "
                     "(solve, numpy and flower: a new interpreter); where the engine is judged "
                     "against minimal, drjax or solve, those cells and the sharded engine run "
-                    "in three processes each, interleaved, keeping each one's fastest. Writes "
+                    "in three processes each, interleaved, keeping each one's fastest (where "
+                    "it is judged against Flower alone, the engine's cell). Writes "
                     "bench.csv, summary.json, bench_table.md and config.json; prints the table "
                     "and each check, and exits 1 if a check fails.")
     bench.add_argument("--quick", action="store_true",
