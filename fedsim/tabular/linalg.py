@@ -33,13 +33,15 @@ S = 20, 7 Dec 2026):
   of the inverse's flops): one exact gradient of all clients took 3.4x as long at K = 100 and
   5x at K = 1000, and XLA counted 22x the flops;
 - two pivots per step from a closed-form 2x2 block inverse (half the loop's steps): 3.4x as
-  long per engine step at K = 10 (its compiled update recomputed the block's inverse and the
-  new pivot rows for every element of the n x n update, as the LU's 22x count suggests too);
+  long per engine step at K = 10, its compiled update recomputing the block's inverse and the
+  new pivot rows for every element of the n x n update (as the LU's 22x count suggests it did
+  too); with those rows carried from one step to the next so that the update reads them, 1.2x
+  as long at K = 10 and 4.9x and 3.8x at K = 100 and 1000 (fastest against fastest);
 - the pivot row written by a select instead of in place: 1.7-7x; the whole sweep unrolled
   with static indices: 1.4-2.5x.
-At K = 10 an engine step is bounded by XLA's per-operation cost, not by arithmetic: 20 pivots
-of about 6 small operations each, about 40 us per local step of 10 clients (2.4e5
-client-steps/s). XLA's flags --xla_cpu_multi_thread_eigen=false and
+At K = 10 an engine step is mostly XLA's cost per operation: 20 pivots of about 6 operations
+on 4000 numbers or fewer each (3 of them index arithmetic), about 40 us per local step of 10
+clients (2.4e5 client-steps/s, half the FLOP/s of K = 1000). XLA's flags --xla_cpu_multi_thread_eigen=false and
 --xla_cpu_use_thunk_runtime=false did not change it.
 """
 
