@@ -27,22 +27,15 @@ S = 20, K = 100 and 1000 clients). Its batch axes are flattened into one, and a 
 it (the evaluation of a chunk's checkpoints) joins them: 808 systems as (8, 101) in the last
 axes took 2.4x as long as the same systems as one axis of 808.
 
-What was tried and ran slower than this code, each timed beside it (2-core CPU, jax 0.10.2,
-S = 20, 7 Dec 2026):
-- one pivot-free LU and four triangular solves, unrolled with static shapes (on paper a third
-  of the inverse's flops): one exact gradient of all clients took 3.4x as long at K = 100 and
-  5x at K = 1000, and XLA counted 22x the flops;
-- two pivots per step from a closed-form 2x2 block inverse (half the loop's steps): 3.4x as
-  long per engine step at K = 10, its compiled update recomputing the block's inverse and the
-  new pivot rows for every element of the n x n update (as the LU's 22x count suggests it did
-  too); with those rows carried from one step to the next so that the update reads them, 1.2x
-  as long at K = 10 and 4.9x and 3.8x at K = 100 and 1000 (fastest against fastest);
-- the pivot row written by a select instead of in place: 1.7-7x; the whole sweep unrolled
-  with static indices: 1.4-2.5x.
+Two pivots per step, from a closed-form inverse of each 2x2 diagonal block (half the loop's
+steps), ran slower (2-core CPU, jax 0.10.2, S = 20, 7 Dec 2026, fastest against fastest): 3.4x
+as long per engine step at K = 10, its compiled update recomputing the block's inverse and the
+new pivot rows for every element of the n x n update; with those rows carried from one step to
+the next so that the update reads them, 1.2x at K = 10 and 4.9x and 3.8x at K = 100 and 1000.
 At K = 10 an engine step is mostly XLA's cost per operation: 20 pivots of about 6 operations
 on 4000 numbers or fewer each (3 of them index arithmetic), about 40 us per local step of 10
-clients (2.4e5 client-steps/s, half the FLOP/s of K = 1000). XLA's flags --xla_cpu_multi_thread_eigen=false and
---xla_cpu_use_thunk_runtime=false did not change it.
+clients (2.4e5 client-steps/s, half the FLOP/s of K = 1000); XLA's flags
+--xla_cpu_multi_thread_eigen=false and --xla_cpu_use_thunk_runtime=false did not change it.
 """
 
 from __future__ import annotations
