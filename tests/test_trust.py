@@ -436,7 +436,8 @@ def test_bench_exits_nonzero_when_a_check_fails(tmp_path, monkeypatch):
 
     for passed in (True, False):
         summary = {"checks": [{"claim": "c", "measured": 1.0, "threshold": ">= 2",
-                               "passed": passed}], "passed": passed}
+                               "passed": passed, "issue": 17, "superseded_by": None}],
+                   "passed": passed}
         monkeypatch.setattr(bench, "run_bench", lambda *a, **k: {"rows": [], "summary": summary})
         assert main(["bench", "--out", str(tmp_path / "b"), "--quiet"]) == (0 if passed else 1)
 
