@@ -319,6 +319,11 @@ def _row(workload, mode, K, steps_per_s, **extra):
             "seconds": 1.0, "compile_s": 1.0, "peak_rss_mb": 100.0} | extra
 
 
+ACCEPTANCE_CONFIG = {"large_clients": [100000],
+                     "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 100},
+                     "run": {"K": 100, "rounds": 400, "log_every": [1]}}
+
+
 def _acceptance_rows(speedup, scale_loss, grid_seconds, peak_mb=100.0, peak_fraction=0.2,
                      run_overhead=0.1):
     """speedup: the engine over the loops (the hand-written modes get speedup / 40, Flower
@@ -348,25 +353,22 @@ def _acceptance_rows(speedup, scale_loss, grid_seconds, peak_mb=100.0, peak_frac
 
 
 def test_acceptance_checks_pass_and_fail_on_the_right_data():
-    config = {"large_clients": [100000], "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 100},
-              "run": {"K": 100, "rounds": 400, "log_every": [1]}}
-    good = acceptance(_acceptance_rows(speedup=40, scale_loss=1.5, grid_seconds=2.0), config)
+    good = acceptance(_acceptance_rows(speedup=40, scale_loss=1.5, grid_seconds=2.0),
+                      ACCEPTANCE_CONFIG)
     assert all(c["passed"] for c in good) and len(good) == 28, good
     bad = acceptance(_acceptance_rows(speedup=5, scale_loss=3.0, grid_seconds=9.0,
                                       peak_mb=30 * 1024, peak_fraction=0.05, run_overhead=0.3),
-                     config)
+                     ACCEPTANCE_CONFIG)
     assert not any(c["passed"] for c in bad), [c for c in bad if c["passed"]]
     skipped = _acceptance_rows(speedup=40, scale_loss=1.5, grid_seconds=2.0)
     skipped[-8] |= {"client_steps_per_s": "", "vectorized_speedup": "", "note": "did not finish"}
-    judged = acceptance(skipped, config)
+    judged = acceptance(skipped, ACCEPTANCE_CONFIG)
     assert [c["measured"] for c in judged if c["passed"] is None] == ["did not finish"]
 
 
 def test_the_targets_issue_17_replaced_are_judged_but_not_counted():
     """Issue 4's 30x over the loops and its 3x grid: measured and judged, labelled superseded,
     and left out of the checks that decide the bench's verdict; the others still decide it."""
-    config = {"large_clients": [100000], "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 100},
-              "run": {"K": 100, "rounds": 400, "log_every": [1]}}
     rows = _acceptance_rows(speedup=40, scale_loss=1.5, grid_seconds=2.0)
     for r in rows:   # slow engine against the loops, slow grids of 128 cells against one cell
         if r["mode"] in ("loop", "loop_step"):
@@ -374,7 +376,7 @@ def test_the_targets_issue_17_replaced_are_judged_but_not_counted():
         if r["mode"] in ("grid_8x16", "grid_8x16_init"):
             r["seconds"] = 9.0
     add_speedups(rows)
-    checks = acceptance(rows, config)
+    checks = acceptance(rows, ACCEPTANCE_CONFIG)
     replaced = [c for c in checks if c["superseded_by"]]
     assert len(replaced) == 8 and {(c["issue"], c["superseded_by"]) for c in replaced} == {(4, 17)}
     assert not any(c["passed"] for c in replaced)
@@ -382,7 +384,7 @@ def test_the_targets_issue_17_replaced_are_judged_but_not_counted():
     assert {c["issue"] for c in current(checks)} == {4, 17}
     assert issue_label(replaced[0]) == "4, superseded by 17"
     rows[2]["fraction_of_peak"] = 0.05   # a current target missed still fails the bench
-    assert not all(c["passed"] for c in current(acceptance(rows, config)))
+    assert not all(c["passed"] for c in current(acceptance(rows, ACCEPTANCE_CONFIG)))
 
 
 def test_the_sharded_engine_takes_the_one_device_counts_at_its_K():
