@@ -80,7 +80,10 @@ def _run_path(cell: dict) -> dict:
                     f"setup {m['setup_s']:.2f} s"}
 
 
-FLOWER_ROUNDS = 3
+# Flower's rounds at K = 10 took either about 0.105 s or 0.21 s, in runs of either (10 rounds,
+# twice, 7 Dec 2026): the fastest of 3 (its first starting the actors) caught the fast kind in
+# some benches and not in others, and the engine / Flower ratio doubled between them
+FLOWER_ROUNDS = 10
 
 
 def _flower(cell: dict) -> dict:
