@@ -64,10 +64,11 @@ def make_config(quick: bool, device: str | None = None) -> dict:
 INTERLEAVED = ("vectorized", "sharded", "minimal", "drjax", "solve")
 
 
-# Modes not run above this K: Python loops over clients and steps, whose time per
-# client-step does not depend on K (1.9e4 and 1.2e4 for W1's loop_step at K = 1000 and
-# 10 000, 1.05e4 and 1.17e4 for numpy; 6 December), at a minute a cell at K = 10 000
-LARGEST_K = {"loop_step": 1000, "numpy": 1000}
+# Modes not run above this K: Python loops over clients (and steps), whose time per
+# client-step does not depend much on K (at K = 1000 and 10 000: 1.9e4 and 1.2e4 for W1's
+# loop_step, 1.05e4 and 1.17e4 for numpy, 6 December; 4.6e4 and 3.2e4 for W1's loop, 7.2e3
+# and 8.6e3 for W2's, 7 December), at 14 s to a minute a cell at K = 10 000
+LARGEST_K = {"loop": 1000, "loop_step": 1000, "numpy": 1000}
 
 
 def interleaved_at(workload: str, K: int) -> tuple[str, ...]:
