@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from fedsim.tabular import linalg
-from fedsim.tabular.linalg import inverse_diagonally_dominant, solve_diagonally_dominant
+from fedsim.tabular.linalg import (inverse_diagonally_dominant, solve_diagonally_dominant,
+                                   values_and_visits)
 
 
 def _system(seed, n=12, gamma=0.95):
@@ -76,6 +77,67 @@ def test_reverse_mode_through_the_batched_inverse(batch):
     batched = jax.grad(lambda m: jnp.sum(jax.vmap(one)(m, b)))(M)
     for i in range(batch):
         np.testing.assert_allclose(batched[i], jax.grad(one)(M[i], b[i]), rtol=1e-5, atol=1e-6)
+
+
+def _values_and_visits_numpy(M, r, rho):
+    return np.linalg.solve(M, r), np.linalg.solve(M.T, rho)
+
+
+@pytest.mark.parametrize("batch", [3, linalg.BATCH_LAST_MIN])
+def test_values_and_visits_match_numpy_under_every_batching(batch):
+    """M^{-1} r and rho^T M^{-1}: alone, vmapped (batch leading below BATCH_LAST_MIN, last from
+    there), in a grid (two vmaps), with rho shared or per system, and with M shared."""
+    systems = [_system(seed, n=9) for seed in range(2 * batch)]
+    M = np.stack([m for m, _ in systems]).astype(np.float32)
+    r = np.stack([v for _, v in systems]).astype(np.float32)
+    rho = np.random.default_rng(0).dirichlet(np.ones(9), size=2 * batch).astype(np.float32)
+    want = [np.stack(x) for x in zip(*(_values_and_visits_numpy(M[i].astype(np.float64), r[i],
+                                                                 rho[i]) for i in range(2 * batch)))]
+    tol = dict(rtol=2e-4, atol=2e-4)
+    for i in range(2):
+        for got, w in zip(values_and_visits(M[i], r[i], rho[i]), want):
+            np.testing.assert_allclose(got, w[i], **tol)
+    for got, w in zip(jax.jit(jax.vmap(values_and_visits))(M, r, rho), want):
+        np.testing.assert_allclose(got, w, **tol)
+    grid = jax.vmap(jax.vmap(values_and_visits))(M.reshape(2, batch, 9, 9), r.reshape(2, batch, 9),
+                                                rho.reshape(2, batch, 9))
+    for got, w in zip(grid, want):
+        np.testing.assert_allclose(got.reshape(w.shape), w, **tol)
+    V, d = jax.vmap(values_and_visits, (0, 0, None))(M, r, rho[0])
+    np.testing.assert_allclose(V, want[0], **tol)
+    np.testing.assert_allclose(d, [np.linalg.solve(m.T.astype(np.float64), rho[0]) for m in M], **tol)
+    V, d = jax.vmap(values_and_visits, (None, 0, 0))(M[0], r, rho)
+    np.testing.assert_allclose(V, [np.linalg.solve(M[0].astype(np.float64), v) for v in r], **tol)
+    np.testing.assert_allclose(d, [np.linalg.solve(M[0].T.astype(np.float64), w) for w in rho], **tol)
+
+
+@pytest.mark.parametrize("batch", [1, linalg.BATCH_LAST_MIN])
+def test_values_and_visits_derivatives_match_finite_differences(batch):
+    """Reverse mode through values_and_visits, vmapped (both batching rules) or not, against
+    central differences in float64."""
+    systems = [_system(seed, n=5) for seed in range(batch)]
+    M = np.stack([m for m, _ in systems])
+    r = np.stack([v for _, v in systems])
+    rho = np.random.default_rng(1).dirichlet(np.ones(5), size=batch)
+    weights = np.random.default_rng(2).normal(size=(2, batch, 5))
+
+    def f(M, r, rho):
+        V, d = (jax.vmap(values_and_visits)(M, r, rho) if batch > 1
+                else values_and_visits(M[0], r[0], rho[0]))
+        return jnp.sum(weights[0] * V) + jnp.sum(weights[1] * d ** 2)
+
+    with jax.enable_x64():
+        args = [jnp.asarray(x, jnp.float64) for x in (M, r, rho)]
+        grads = jax.grad(f, argnums=(0, 1, 2))(*args)
+        eps = 1e-6
+        for i, (x, g) in enumerate(zip((M, r, rho), grads)):
+            for idx in list(np.ndindex(x.shape))[:40]:
+                e = np.zeros_like(x)
+                e[idx] = eps
+                plus, minus = list(args), list(args)
+                plus[i], minus[i] = args[i] + e, args[i] - e
+                fd = (f(*plus) - f(*minus)) / (2 * eps)
+                np.testing.assert_allclose(g[idx], fd, rtol=1e-5, atol=1e-8)
 
 
 def test_vmapped_solve_joins_the_batch():

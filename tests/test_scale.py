@@ -444,6 +444,13 @@ def test_judged_cells_run_in_interleaved_processes_and_keep_their_fastest(monkey
                                                                    ("vectorized", 10, 2)]
     w2 = [c for c in bench.plan(config) if c["workload"] == "W2" and c.get("pass")]
     assert {c["K"] for c in w2} == {1000}   # nothing judged on W2 at K = 10
+    # W3 has no checks, and a target issue 17 replaced is judged but not counted: one process
+    w3 = bench.make_config(quick=False) | {"clients": [], "neural_clients": [1000]}
+    assert [c for c in bench.plan(w3) if c.get("pass")] == []
+    assert bench.interleaved_at("W1", 1000) == bench.INTERLEAVED
+    with monkeypatch.context() as m:
+        m.setattr(bench, "NEEDS", {mode: bench.NEEDS[mode] for mode in bench.SUPERSEDED_MODES})
+        assert bench.interleaved_at("W1", 1000) == ()
     full = [(c["mode"], c["K"]) for c in bench.plan(bench.make_config(quick=False))]
     assert ("loop", 1000) in full and ("loop_step", 1000) in full
     assert not [c for c in full if c[0] in ("loop", "loop_step", "numpy") and c[1] > 1000]

@@ -74,8 +74,12 @@ LARGEST_K = {"loop": 1000, "loop_step": 1000, "numpy": 1000}
 def interleaved_at(workload: str, K: int) -> tuple[str, ...]:
     """The modes that run in several processes at K: every INTERLEAVED one where the engine
     is judged against one of them, the engine alone where it is judged only against another
-    mode (Flower at K = 10), none where nothing is judged."""
-    judged = [m for m in W.modes_for(workload) if m in NEEDS and K in NEEDS[m].Ks]
+    mode (Flower at K = 10), none where nothing is judged: W3, which has no checks, and targets
+    issue 17 replaced (SUPERSEDED_MODES), which are judged but not counted."""
+    if workload not in W.WORKLOADS:
+        return ()
+    judged = [m for m in W.modes_for(workload)
+              if m in NEEDS and K in NEEDS[m].Ks and m not in SUPERSEDED_MODES]
     if any(m in INTERLEAVED for m in judged):
         return INTERLEAVED
     return ("vectorized",) if judged else ()
