@@ -407,7 +407,8 @@ def test_bench_runs_end_to_end_on_a_tiny_plan(tmp_path):
               "large_clients": [], "flower_clients": [], "solve_timeout_s": 120,
               "budget_s": 0.01,
               "grid": {"K": 2, "lams": 2, "seeds": 2, "rounds": 2},
-              "run": {"K": 2, "rounds": 3, "log_every": [1]}, "local_steps": W.LOCAL_STEPS,
+              "run": {"K": 2, "rounds": 3, "log_every": [1], "repeats": 2},
+              "local_steps": W.LOCAL_STEPS,
               "step_size": W.STEP_SIZE}
     result = run_bench(True, tmp_path, progress=False, config=config)
     rows = result["rows"]

@@ -49,8 +49,9 @@ def make_config(quick: bool, device: str | None = None) -> dict:
         "budget_s": 0.3 if quick else 0.7,            # timed seconds per cell (at least a round)
         "passes": 1 if quick else 3,                  # processes per judged cell (INTERLEAVED)
         "grid": {"K": 100, "lams": 8, "seeds": 16, "rounds": 4 if quick else 10},
-        # `fedsim run tabular` on W1 (about a second of rounds), evaluated every N rounds
-        "run": {"K": 100, "rounds": 400, "log_every": [1]},
+        # `fedsim run tabular` on W1 (about a second of rounds), evaluated every N rounds, and
+        # the run and its rounds alone each timed this many times (3.5 s a run)
+        "run": {"K": 100, "rounds": 400, "log_every": [1], "repeats": 3 if quick else 5},
         "local_steps": W.LOCAL_STEPS, "step_size": W.STEP_SIZE,
         "neural_step_size": W.NEURAL_STEP_SIZE,
     }
@@ -103,7 +104,8 @@ def plan(config: dict) -> list[dict]:
                "budget": config["budget_s"]} for K in config["large_clients"]]
     r = config.get("run", NO_RUN_CELLS)
     cells += [{"kind": "run", "workload": "W1", "mode": run_mode(every), "K": r["K"],
-               "rounds": r["rounds"], "log_every": every} for every in r["log_every"]]
+               "rounds": r["rounds"], "log_every": every, "repeats": r["repeats"]}
+              for every in r["log_every"]]
     g = config["grid"]
     for lams, seeds, seeded_init in ((1, 1, False), (g["lams"], g["seeds"], False),
                                      (g["lams"], g["seeds"], True)):

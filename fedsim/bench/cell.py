@@ -69,7 +69,7 @@ def _peak_rss_mb() -> float:
 
 def _run_path(cell: dict) -> dict:
     """`fedsim run tabular`'s seconds per run against its compiled rounds alone."""
-    m = W.time_run_path(cell["K"], cell["rounds"], cell["log_every"])
+    m = W.time_run_path(cell["K"], cell["rounds"], cell["log_every"], cell["repeats"])
     return {"rounds": cell["rounds"], "client_steps": cell["rounds"] * W.LOCAL_STEPS * cell["K"],
             "seconds": m["seconds"], "compile_s": m["compile_s"],
             "peak_rss_mb": _peak_rss_mb(), "run_overhead": m["overhead"],

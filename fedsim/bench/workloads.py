@@ -105,7 +105,6 @@ def client_block_for(num_clients: int) -> int | None:
 
 
 REPEATS = 3   # every mode is timed this many times and reports its fastest
-RUN_REPEATS = 5   # time_run_path's: its ratio of two runs needs more on a noisy machine
 
 
 @dataclass(frozen=True)
@@ -469,10 +468,10 @@ def time_grid(instance, num_lams: int, num_seeds: int, rounds: int,
     return Measurement(rounds, min(timed() for _ in range(REPEATS)), compile_s)
 
 
-def time_run_path(num_clients: int, rounds: int, log_every: int = 1) -> dict:
+def time_run_path(num_clients: int, rounds: int, log_every: int = 1, repeats: int = 5) -> dict:
     """`fedsim run tabular` on W1 (its results folder written as a user's is) against the same
     run evaluated only after its last round: the compiled training rounds alone. Interleaved,
-    the fastest of RUN_REPEATS each. A run's seconds are its loop's (fedsim.tabular.experiment:
+    the fastest of `repeats` each (more than REPEATS: a ratio of two runs on a noisy machine). A run's seconds are its loop's (fedsim.tabular.experiment:
     the host waiting for the device, and its own work on rows, files and progress, which
     mostly overlaps the device's next chunk); the rounds alone are the second run's wait;
     `path` is the host's work the device did not hide (at most), `evaluation` the rest of
@@ -502,13 +501,13 @@ def time_run_path(num_clients: int, rounds: int, log_every: int = 1) -> dict:
                 "setup_s": wall - loop - summary["compile_seconds"]}
 
     # A compilation cache for this process's repeats: the same two programs are compiled
-    # 2 RUN_REPEATS times, all but the first two from the cache (timed apart from the runs)
+    # 2 `repeats` times, all but the first two from the cache (timed apart from the runs)
     cache = tempfile.mkdtemp(prefix="fedsim-bench-cache-")
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     best, first = {}, {}
     try:
-        for _ in range(RUN_REPEATS):
+        for _ in range(repeats):
             for name, every in (("run", log_every), ("rounds", rounds)):
                 m = one(every)
                 first.setdefault(name, m)

@@ -19,7 +19,7 @@ same at K = 10 (2-core CPU, S = 20, fastest of 3 interleaved runs each).
 
 Why values_and_visits: with the inverse returned to a leading batch, XLA's profile of a W1
 step of 1000 clients showed the transpose back and the two batched matrix-vector products
-taking 0.5 ms of about 4 (2-core CPU, jax 0.10.2). Taking both products where the batch is
+taking 0.55-0.69 ms of about 5 (two runs under jax.profiler; 2-core CPU, jax 0.10.2). Taking both products where the batch is
 last, as n multiply-adds of static slices (elementwise, one fusion each, vectorised over the
 batch; a jnp.sum over that middle axis took 13x as long as a batched dot), leaves only two
 vectors to transpose.
