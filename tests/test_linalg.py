@@ -91,8 +91,9 @@ def test_values_and_visits_match_numpy_under_every_batching(batch):
     M = np.stack([m for m, _ in systems]).astype(np.float32)
     r = np.stack([v for _, v in systems]).astype(np.float32)
     rho = np.random.default_rng(0).dirichlet(np.ones(9), size=2 * batch).astype(np.float32)
-    want = [np.stack(x) for x in zip(*(_values_and_visits_numpy(M[i].astype(np.float64), r[i],
-                                                                 rho[i]) for i in range(2 * batch)))]
+    alone = [_values_and_visits_numpy(M[i].astype(np.float64), r[i], rho[i])
+             for i in range(2 * batch)]
+    want = [np.stack(x) for x in zip(*alone)]
     tol = dict(rtol=2e-4, atol=2e-4)
     for i in range(2):
         for got, w in zip(values_and_visits(M[i], r[i], rho[i]), want):
@@ -105,10 +106,12 @@ def test_values_and_visits_match_numpy_under_every_batching(batch):
         np.testing.assert_allclose(got.reshape(w.shape), w, **tol)
     V, d = jax.vmap(values_and_visits, (0, 0, None))(M, r, rho[0])
     np.testing.assert_allclose(V, want[0], **tol)
-    np.testing.assert_allclose(d, [np.linalg.solve(m.T.astype(np.float64), rho[0]) for m in M], **tol)
+    np.testing.assert_allclose(d, [np.linalg.solve(m.T.astype(np.float64), rho[0]) for m in M],
+                               **tol)
     V, d = jax.vmap(values_and_visits, (None, 0, 0))(M[0], r, rho)
     np.testing.assert_allclose(V, [np.linalg.solve(M[0].astype(np.float64), v) for v in r], **tol)
-    np.testing.assert_allclose(d, [np.linalg.solve(M[0].T.astype(np.float64), w) for w in rho], **tol)
+    np.testing.assert_allclose(d, [np.linalg.solve(M[0].T.astype(np.float64), w) for w in rho],
+                               **tol)
 
 
 @pytest.mark.parametrize("batch", [1, linalg.BATCH_LAST_MIN])

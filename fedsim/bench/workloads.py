@@ -471,9 +471,10 @@ def time_grid(instance, num_lams: int, num_seeds: int, rounds: int,
 def time_run_path(num_clients: int, rounds: int, log_every: int = 1, repeats: int = 5) -> dict:
     """`fedsim run tabular` on W1 (its results folder written as a user's is) against the same
     run evaluated only after its last round: the compiled training rounds alone. Interleaved,
-    the fastest of `repeats` each (more than REPEATS: a ratio of two runs on a noisy machine). A run's seconds are its loop's (fedsim.tabular.experiment:
-    the host waiting for the device, and its own work on rows, files and progress, which
-    mostly overlaps the device's next chunk); the rounds alone are the second run's wait;
+    the fastest of `repeats` each (more than REPEATS: a ratio of two runs on a noisy
+    machine). A run's seconds are its loop's (fedsim.tabular.experiment: the host waiting
+    for the device, and its own work on rows, files and progress, which mostly overlaps the
+    device's next chunk); the rounds alone are the second run's wait;
     `path` is the host's work the device did not hide (at most), `evaluation` the rest of
     the overhead (the logged rounds' evaluations and the chunks' calls); setup is the rest
     of the call less compilation (the instance, its optimum J*, the folder). It points this

@@ -19,13 +19,13 @@ same at K = 10 (2-core CPU, S = 20, fastest of 3 interleaved runs each).
 
 Why values_and_visits: with the inverse returned to a leading batch, XLA's profile of a W1
 step of 1000 clients showed the transpose back and the two batched matrix-vector products
-taking 0.55-0.69 ms of about 5 (two runs under jax.profiler; 2-core CPU, jax 0.10.2). Taking both products where the batch is
-last, as n multiply-adds of static slices (elementwise, one fusion each, vectorised over the
-batch; a jnp.sum over that middle axis took 13x as long as a batched dot), leaves only two
-vectors to transpose.
-With the policy's softmax as elementwise operations (fedsim.tabular.oracles) the engine's W1
-ran at 1.10-1.27x its client-steps/s at K = 1000, 0.99-1.12x at 100 and 0.92-1.14x at 10
-(four runs in one process each, 9-11 alternations, fastest against fastest, 7 Dec 2026).
+taking 0.55-0.69 ms of about 5 (two runs under jax.profiler; 2-core CPU, jax 0.10.2). Taking
+both products where the batch is last, as n multiply-adds of static slices (elementwise, one
+fusion each, vectorised over the batch; a jnp.sum over that middle axis took 13x as long as a
+batched dot), leaves only two vectors to transpose. With the policy's softmax as elementwise
+operations (fedsim.tabular.oracles) the engine's W1 ran at 1.10-1.27x its client-steps/s at
+K = 1000, 0.99-1.12x at 100 and 0.92-1.14x at 10 (four runs in one process each, 9-11
+alternations, fastest against fastest, 7 Dec 2026).
 
 Why a separate solve: a return needs only d^T = rho^T M^{-1} (J = d . r_pi for any number of
 rewards), and one sweep over [M^T | rho] does half the work of the inverse's [M | I].
