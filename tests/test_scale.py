@@ -456,6 +456,10 @@ def test_judged_cells_run_in_interleaved_processes_and_keep_their_fastest(monkey
     assert ("loop", 1000) in full and ("loop_step", 1000) in full
     assert not [c for c in full if c[0] in ("loop", "loop_step", "numpy") and c[1] > 1000]
     assert ("sharded", 10000) in full   # its blocks split by device (map_clients)
+    # --quick: the loops (their targets replaced by issue 17) at K = 10 only; numpy's stands
+    quick = [(c["mode"], c["K"]) for c in bench.plan(bench.make_config(quick=True))]
+    assert ("loop", 10) in quick and ("numpy", 1000) in quick
+    assert not [c for c in quick if c[0] in bench.SUPERSEDED_MODES and c[1] > 10]
 
     speeds = iter([3.0, 5.0])   # the second and third processes of W1 minimal at K = 1000
     monkeypatch.setattr(bench, "run_cell", lambda cell: {"client_steps_per_s": next(speeds),
