@@ -116,12 +116,19 @@ def _inverse_jvp(primals, tangents):
     return inverse, -inverse @ dM @ inverse
 
 
+def _inverses(M):
+    """The inverses of a batch M (batch, n, n): as (batch, n, n) below BATCH_LAST_MIN systems,
+    else as (n, n, batch), the batch moved last (the module docstring)."""
+    if M.shape[0] < BATCH_LAST_MIN:
+        return jax.vmap(lambda m: _inverse_in_place(m, LEADING_UNROLL))(M)
+    return _inverse_in_place(jnp.moveaxis(M, 0, -1))
+
+
 @inverse_diagonally_dominant.fun.def_vmap
 def _inverse_batched(axis_size, in_batched, M):
     """M (axis_size, n, n), batched on axis 0 (its only argument, so always batched)."""
-    if axis_size < BATCH_LAST_MIN:
-        return jax.vmap(lambda m: _inverse_in_place(m, LEADING_UNROLL))(M), True
-    return jnp.moveaxis(_inverse_in_place(jnp.moveaxis(M, 0, -1)), -1, 0), True
+    inverse = _inverses(M)
+    return (inverse if axis_size < BATCH_LAST_MIN else jnp.moveaxis(inverse, -1, 0)), True
 
 
 def _products(inverse, r, rho):
@@ -145,8 +152,8 @@ def _values_and_visits_jvp(primals, tangents):
     """dV = M^{-1} (dr - dM V), d(d^T) = (drho^T - d^T dM) M^{-1}: linear in the tangents, so
     reverse mode works too."""
     (M, r, rho), (dM, dr, drho) = primals, tangents
-    values, visits = values_and_visits(M, r, rho)
     inverse = inverse_diagonally_dominant(M)
+    values, visits = _products(inverse, r, rho)
     return (values, visits), (inverse @ (dr - dM @ values), (drho - visits @ dM) @ inverse)
 
 
@@ -158,11 +165,10 @@ def _values_and_visits_batched(axis_size, in_batched, M, r, rho):
         inverse = _inverse_in_place(M)
         return (r @ inverse.T, rho @ inverse), (in_batched[1], in_batched[2])
     r = r if in_batched[1] else jnp.broadcast_to(r, (axis_size,) + r.shape)
+    inverse = _inverses(M)
     if axis_size < BATCH_LAST_MIN:
-        inverse = jax.vmap(lambda m: _inverse_in_place(m, LEADING_UNROLL))(M)
         return _products(inverse, r, rho), (True, True)
-    n = M.shape[-1]
-    inverse = _inverse_in_place(jnp.moveaxis(M, 0, -1))                # (n, n, batch)
+    n = M.shape[-1]                                                     # inverse (n, n, batch)
     r_last, rho_last = r.T, (rho.T if in_batched[2] else rho[:, None])  # (n, batch), (n, 1)
     values = sum(inverse[:, s] * r_last[s] for s in range(n))
     visits = sum(inverse[t] * rho_last[t] for t in range(n))
