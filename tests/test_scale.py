@@ -239,10 +239,9 @@ SHARDED = textwrap.dedent("""
     held = state.clients.params
 
     # The bench's sharded mode: the engine over the 8 devices gives its single-device logits,
-    # with enough clients per device for the inverse's batch-last rule (fedsim.tabular.linalg)
+    # with a client count the devices do not divide
     from fedsim.bench import workloads as W
-    from fedsim.tabular.linalg import BATCH_LAST_MIN
-    problem = W.problem_for("W1", 8 * BATCH_LAST_MIN + 5)
+    problem = W.problem_for("W1", 8 * 32 + 5)
     single, sharded = (np.asarray(rounds(problem, max_rounds=3)[0](3))
                        for rounds in (W.vectorized_rounds, W.sharded_rounds))
     out["bench-sharded"] = float(np.max(np.abs(single - sharded)))

@@ -12,20 +12,27 @@ d^T = rho^T M^{-1}. One Gauss-Jordan sweep gives both as matrix-vector products,
 loop of n rank-one updates; under vmap over clients that was 1.7x faster than two
 eliminations with back substitution (2-core CPU, K = 1000, S = 20). The sweep runs in place
 (pivot k turns column k of M into column k of the inverse), so each update touches n x n
-numbers, not the n x 2n of [M | I]. Under vmap over many clients it also moves the batch to
-the last axis (a custom batching rule), as the solve below does. Together: 1.24x and 1.44x
-the engine's W1 throughput at K = 1000 and 100 against [M | I] with the batch leading, the
-same at K = 10 (2-core CPU, S = 20, fastest of 3 interleaved runs each).
+numbers, not the n x 2n of [M | I]: 1.24x and 1.44x the engine's W1 throughput at K = 1000
+and 100 (2-core CPU, S = 20, fastest of 3 interleaved runs each).
 
-Why values_and_visits: with the inverse returned to a leading batch, XLA's profile of a W1
-step of 1000 clients showed the transpose back and the two batched matrix-vector products
-taking 0.55-0.69 ms of about 5 (two runs under jax.profiler; 2-core CPU, jax 0.10.2). Taking
-both products where the batch is last, as n multiply-adds of static slices (elementwise, one
-fusion each, vectorised over the batch; a jnp.sum over that middle axis took 13x as long as a
-batched dot), leaves only two vectors to transpose. With the policy's softmax as elementwise
-operations (fedsim.tabular.oracles) the engine's W1 ran at 1.10-1.27x its client-steps/s at
-K = 1000, 0.99-1.12x at 100 and 0.92-1.14x at 10 (four runs in one process each, 9-11
-alternations, fastest against fastest, 7 Dec 2026).
+Why the sweep rotates: every pivot is taken at (0, 0), and the rows and columns are then
+rotated by one (_pivot_and_rotate), so every slice is static. XLA compiles a pivot to one
+elementwise fusion and the pivot's reciprocal; with two pivots per loop iteration and the
+loop's counter, 2.5 operations a pivot. A pivot at a traced index k (a dynamic slice, a
+dynamic update, index arithmetic) took about 6.5, and at K = 10 an engine step was mostly
+XLA's fixed cost per operation. Against that sweep, with its batch moved last under vmap (a
+custom batching rule from 32 systems up, the batch leading below), the engine's W1 ran at
+1.6x its client-steps/s at K = 10, 1.09-1.10x at 100, 0.93-0.95x at 200, 1.20-1.21x at 1000
+and 1.14-1.16x at 10 000; sharded over the 2 cores at 1.14x, 1.23x and 1.04x at K = 100, 1000
+and 10 000; and a grid of 128 distinct cells of K = 100, 10 cells a block, took 0.94 s
+against 1.10 s (2-core CPU, jax 0.10.2, one process each, 5-7 alternations, fastest against
+fastest, 7 Dec 2026). So the batch stays leading, where vmap puts it, and the sweep needs no
+batching rule. The fastest form of the update divides each row by the pivot after the
+rank-one update, (a A_ij - A_i0 A_0j) / a, rather than subtracting A_i0 (A_0j / a): 1.26-1.40x
+as fast on the inverses of 10 or 20 systems alone.
+
+Why values_and_visits: both products from one inverse, and a derivative (custom_jvp) that
+takes its tangents from that inverse rather than differentiating the sweep.
 
 Why a separate solve: a return needs only d^T = rho^T M^{-1} (J = d . r_pi for any number of
 rewards), and one sweep over [M^T | rho] does half the work of the inverse's [M | I].
@@ -38,14 +45,11 @@ it (the evaluation of a chunk's checkpoints) joins them: 808 systems as (8, 101)
 axes took 2.4x as long as the same systems as one axis of 808.
 
 Two pivots per step, from a closed-form inverse of each 2x2 diagonal block (half the loop's
-steps), ran slower (2-core CPU, jax 0.10.2, S = 20, 7 Dec 2026, fastest against fastest): 3.4x
-as long per engine step at K = 10, its compiled update recomputing the block's inverse and the
-new pivot rows for every element of the n x n update; with those rows carried from one step to
-the next so that the update reads them, 1.2x at K = 10 and 4.9x and 3.8x at K = 100 and 1000.
-At K = 10 an engine step is mostly XLA's cost per operation: 20 pivots of about 6 operations
-on 4000 numbers or fewer each (3 of them index arithmetic), about 40 us per local step of 10
-clients (2.4e5 client-steps/s, half the FLOP/s of K = 1000); XLA's flags
---xla_cpu_multi_thread_eigen=false and --xla_cpu_use_thunk_runtime=false did not change it.
+steps), ran slower than the sweep at a traced index (2-core CPU, jax 0.10.2, S = 20, 7 Dec
+2026, fastest against fastest): 3.4x as long per engine step at K = 10, its compiled update
+recomputing the block's inverse and the new pivot rows for every element of the n x n update;
+with those rows carried from one step to the next so that the update reads them, 1.2x at
+K = 10 and 4.9x and 3.8x at K = 100 and 1000.
 """
 
 from __future__ import annotations
@@ -73,62 +77,44 @@ def _gauss_jordan(M, right):
     return jax.lax.fori_loop(0, n, eliminate, augmented, unroll=2)[:, n:]
 
 
-def _inverse_in_place(A, unroll: int = 2):
-    """A^{-1} for A (n, n, *batch) strictly diagonally dominant: Gauss-Jordan in place, no
-    pivoting (the module docstring), `unroll` pivots per loop iteration. At pivot k, row k
-    becomes the pivot row scaled by 1 / A_kk (with 1 / A_kk at column k), and every other row
-    i loses A_ik times it, its column k starting from 0 (so it ends at -A_ik / A_kk)."""
-    n = A.shape[0]
-    index = jnp.arange(n).reshape((n,) + (1,) * (A.ndim - 2))   # along a row, over the batch
-
-    def pivot(k, A):
-        inv_pivot = 1.0 / A[k, k]
-        row = jnp.where(index == k, inv_pivot, A[k] * inv_pivot)
-        column = jnp.where(index == k, 0.0, A[:, k])
-        A = jnp.where(index[None] == k, 0.0, A) - column[:, None] * row[None]
-        return A.at[k].set(row)
-
-    return jax.lax.fori_loop(0, n, pivot, A, unroll=unroll)
+def _pivot_and_rotate(A):
+    """One Gauss-Jordan pivot at (0, 0) of A (..., n, n), in place, its rows and columns then
+    rotated up and left by one, so that the next pivot is at (0, 0) again. The pivot row
+    becomes row 0 scaled by 1 / a (a = A_00, which becomes 1 / a) and every other row i loses
+    A_i0 times it (its column 0 becoming -A_i0 / a), as (a A_ij - A_i0 A_0j) / a. Static
+    slices, one elementwise fusion, no index arithmetic (the module docstring)."""
+    a = A[..., :1, :1]
+    inner = (A[..., 1:, 1:] * a - A[..., 1:, :1] * A[..., :1, 1:]) / a
+    pivot_row = jnp.concatenate([A[..., :1, 1:], jnp.ones_like(a)], -1) / a
+    return jnp.concatenate([jnp.concatenate([inner, -A[..., 1:, :1] / a], -1), pivot_row], -2)
 
 
-# Under vmap over fewer systems than this the batch stays leading, where vmap puts it: in the
-# last axis, 10 or 20 systems ran at 0.45x (2-core CPU, S = 20); 32 ran as fast as leading.
-BATCH_LAST_MIN = 32
-# Pivots per loop iteration with the batch leading: 4 gave 1.15-1.2x over 2 at K = 10 and 20
-# (2-core CPU); with the batch last, 2 and 4 were within the noise.
-LEADING_UNROLL = 4
+def _inverse_rotating(A):
+    """A^{-1} for A (..., n, n) strictly diagonally dominant, no pivoting (the module
+    docstring): n pivots at (0, 0), each followed by a rotation (_pivot_and_rotate). Every
+    index is the pivot once, and after n rotations the rows and columns are back in place.
+    Two pivots per loop iteration with a barrier between them: without it XLA fused the
+    second into the first, recomputing the first for every element it reads."""
+    two_pivots = lambda _, A: _pivot_and_rotate(
+        jax.lax.optimization_barrier(_pivot_and_rotate(A)))
+    n = A.shape[-1]
+    A = jax.lax.fori_loop(0, n // 2, two_pivots, A)
+    return _pivot_and_rotate(A) if n % 2 else A
 
 
 @jax.custom_jvp
-@custom_vmap
 def inverse_diagonally_dominant(M):
-    """M^{-1} for M (n, n) strictly diagonally dominant by rows or by columns. Under vmap over
-    BATCH_LAST_MIN systems or more, the batch moves to the last axis (the module docstring)."""
-    return _inverse_in_place(M)
+    """M^{-1} for M (..., n, n) strictly diagonally dominant by rows or by columns, the
+    leading axes (and any vmap's) a batch of systems."""
+    return _inverse_rotating(M)
 
 
 @inverse_diagonally_dominant.defjvp
 def _inverse_jvp(primals, tangents):
-    """d(M^{-1}) = -M^{-1} dM M^{-1}: linear in dM, so reverse mode works too (custom_vmap
-    alone does not support it)."""
+    """d(M^{-1}) = -M^{-1} dM M^{-1}: linear in dM, so reverse mode works too."""
     (M,), (dM,) = primals, tangents
     inverse = inverse_diagonally_dominant(M)
     return inverse, -inverse @ dM @ inverse
-
-
-def _inverses(M):
-    """The inverses of a batch M (batch, n, n): as (batch, n, n) below BATCH_LAST_MIN systems,
-    else as (n, n, batch), the batch moved last (the module docstring)."""
-    if M.shape[0] < BATCH_LAST_MIN:
-        return jax.vmap(lambda m: _inverse_in_place(m, LEADING_UNROLL))(M)
-    return _inverse_in_place(jnp.moveaxis(M, 0, -1))
-
-
-@inverse_diagonally_dominant.fun.def_vmap
-def _inverse_batched(axis_size, in_batched, M):
-    """M (axis_size, n, n), batched on axis 0 (its only argument, so always batched)."""
-    inverse = _inverses(M)
-    return (inverse if axis_size < BATCH_LAST_MIN else jnp.moveaxis(inverse, -1, 0)), True
 
 
 def _products(inverse, r, rho):
@@ -138,13 +124,10 @@ def _products(inverse, r, rho):
 
 
 @jax.custom_jvp
-@custom_vmap
 def values_and_visits(M, r, rho):
     """V = M^{-1} r and d^T = rho^T M^{-1} for M (n, n) strictly diagonally dominant by rows or
-    by columns: the two solves of the exact policy gradient, from one inverse. Under vmap over
-    BATCH_LAST_MIN systems or more, the batch moves to the last axis for the inverse and stays
-    there for both products (the module docstring)."""
-    return _products(_inverse_in_place(M), r, rho)
+    by columns: the two solves of the exact policy gradient, from one inverse."""
+    return _products(inverse_diagonally_dominant(M), r, rho)
 
 
 @values_and_visits.defjvp
@@ -155,24 +138,6 @@ def _values_and_visits_jvp(primals, tangents):
     inverse = inverse_diagonally_dominant(M)
     values, visits = _products(inverse, r, rho)
     return (values, visits), (inverse @ (dr - dM @ values), (drho - visits @ dM) @ inverse)
-
-
-@values_and_visits.fun.def_vmap
-def _values_and_visits_batched(axis_size, in_batched, M, r, rho):
-    """An unbatched M is inverted once; a batched one as in _inverse_batched, with the
-    products of the batch-last inverse as n multiply-adds of static slices over the batch."""
-    if not in_batched[0]:
-        inverse = _inverse_in_place(M)
-        return (r @ inverse.T, rho @ inverse), (in_batched[1], in_batched[2])
-    r = r if in_batched[1] else jnp.broadcast_to(r, (axis_size,) + r.shape)
-    inverse = _inverses(M)
-    if axis_size < BATCH_LAST_MIN:
-        return _products(inverse, r, rho), (True, True)
-    n = M.shape[-1]                                                     # inverse (n, n, batch)
-    r_last, rho_last = r.T, (rho.T if in_batched[2] else rho[:, None])  # (n, batch), (n, 1)
-    values = sum(inverse[:, s] * r_last[s] for s in range(n))
-    visits = sum(inverse[t] * rho_last[t] for t in range(n))
-    return (values.T, visits.T), (True, True)
 
 
 def _solve_batch_last(M, b):
