@@ -70,7 +70,7 @@ def test_vmapped_inverse_matches_each_system_alone(batch):
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_reverse_mode_through_the_batched_inverse(batch):
-    """grad through the vmapped inverse (custom_vmap with its jvp) equals each system's own."""
+    """grad through the vmapped inverse (its custom jvp) equals each system's own."""
     systems = [_system(seed, n=5) for seed in range(batch)]
     M = jnp.asarray(np.stack([m for m, _ in systems]), jnp.float32)
     b = jnp.asarray(np.stack([v for _, v in systems]), jnp.float32)
