@@ -468,11 +468,11 @@ def time_grid(instance, num_lams: int, num_seeds: int, rounds: int,
     return Measurement(rounds, min(timed() for _ in range(REPEATS)), compile_s)
 
 
-def time_run_path(num_clients: int, rounds: int, log_every: int = 1, repeats: int = 5) -> dict:
+def time_run_path(num_clients: int, rounds: int, log_every: int, repeats: int) -> dict:
     """`fedsim run tabular` on W1 (its results folder written as a user's is) against the same
     run evaluated only after its last round: the compiled training rounds alone. Interleaved,
-    the fastest of `repeats` each (more than REPEATS: a ratio of two runs on a noisy
-    machine). A run's seconds are its loop's (fedsim.tabular.experiment: the host waiting
+    the fastest of `repeats` each (the bench's config: 5, more than REPEATS, for a ratio of
+    two runs on a noisy machine; 3 with --quick). A run's seconds are its loop's (fedsim.tabular.experiment: the host waiting
     for the device, and its own work on rows, files and progress, which mostly overlaps the
     device's next chunk); the rounds alone are the second run's wait;
     `path` is the host's work the device did not hide (at most), `evaluation` the rest of
