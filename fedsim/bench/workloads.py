@@ -472,14 +472,14 @@ def time_run_path(num_clients: int, rounds: int, log_every: int, repeats: int) -
     """`fedsim run tabular` on W1 (its results folder written as a user's is) against the same
     run evaluated only after its last round: the compiled training rounds alone. Interleaved,
     the fastest of `repeats` each (the bench's config: 5, more than REPEATS, for a ratio of
-    two runs on a noisy machine; 3 with --quick). A run's seconds are its loop's (fedsim.tabular.experiment: the host waiting
-    for the device, and its own work on rows, files and progress, which mostly overlaps the
-    device's next chunk); the rounds alone are the second run's wait;
-    `path` is the host's work the device did not hide (at most), `evaluation` the rest of
-    the overhead (the logged rounds' evaluations and the chunks' calls); setup is the rest
-    of the call less compilation (the instance, its optimum J*, the folder). It points this
-    process's JAX compilation cache at a folder it then deletes: call it in a process of its
-    own, as the bench's cells are."""
+    two runs on a noisy machine; 3 with --quick). A run's seconds are its loop's
+    (fedsim.tabular.experiment: the host waiting for the device, and its own work on rows,
+    files and progress, which mostly overlaps the device's next chunk); the rounds alone are
+    the second run's wait; `path` is the host's work the device did not hide (at most),
+    `evaluation` the rest of the overhead (the logged rounds' evaluations and the chunks'
+    calls); setup is the rest of the call less compilation (the instance, its optimum J*, the
+    folder). It points this process's JAX compilation cache at a folder it then deletes: call
+    it in a process of its own, as the bench's cells are."""
     import shutil
     import tempfile
     from pathlib import Path
