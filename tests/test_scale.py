@@ -241,7 +241,7 @@ SHARDED = textwrap.dedent("""
     # The bench's sharded mode: the engine over the 8 devices gives its single-device logits,
     # with a client count the devices do not divide
     from fedsim.bench import workloads as W
-    problem = W.problem_for("W1", 8 * 32 + 5)
+    problem = W.problem_for("W1", 8 * 4 + 5)
     single, sharded = (np.asarray(rounds(problem, max_rounds=3)[0](3))
                        for rounds in (W.vectorized_rounds, W.sharded_rounds))
     out["bench-sharded"] = float(np.max(np.abs(single - sharded)))
